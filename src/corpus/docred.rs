@@ -1,0 +1,1 @@
+//! DocRED-format JSON reader.

@@ -1,0 +1,1 @@
+//! Streaming Parquet reader for the input document table.

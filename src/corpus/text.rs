@@ -1,0 +1,1 @@
+//! Raw text to sentences of words with character offsets.

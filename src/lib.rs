@@ -1,0 +1,17 @@
+//! jerex: joint entity-level relation extraction over document corpora.
+//!
+//! The modules follow the data's path: `corpus` (documents and readers) → `tokenize` (word
+//! pieces) → `encoder` (BERT) → `model` (heads and decoding) → `engine` (batching, devices) →
+//! `output` (Arrow/Parquet tables). `train` and `eval` reuse the same path.
+
+pub mod corpus;
+pub mod device;
+pub mod encoder;
+pub mod error;
+pub mod layers;
+pub mod model;
+pub mod paths;
+pub mod schema;
+pub mod train;
+
+pub use error::{Error, Result};

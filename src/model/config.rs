@@ -1,0 +1,133 @@
+//! The model's configuration, stored as `config.json` in a model folder next to
+//! `model.safetensors` and `tokenizer.json`. Everything `run` and `eval` need to rebuild the
+//! model comes from here.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::encoder::BertConfig;
+use crate::error::{Error, Result};
+
+/// An entity or relation type: the key used in data (`PER`, `P17`) and a readable name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeInfo {
+    pub key: String,
+    pub name: String,
+}
+
+/// Decision thresholds, tuned on validation data (`jerex tune`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// A candidate span is a mention when `sigmoid >= mention`.
+    pub mention: f32,
+    /// Two clusters merge only when every cross pair has `sigmoid > coref`.
+    pub coref: f32,
+    /// A relation type is predicted for an entity pair when `sigmoid >= relation`.
+    pub relation: f32,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            mention: 0.85,
+            coref: 0.85,
+            relation: 0.6,
+        }
+    }
+}
+
+/// Which relation head the model uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelationHead {
+    /// Multi-instance relation classification (the JEREX model).
+    #[default]
+    Mrc,
+    /// Global relation classification (the baseline).
+    Grc,
+}
+
+/// Sizes of the heads. Every embedding table indexed by a size or distance is bucketed or
+/// clamped to its count, so no input can index past it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadConfig {
+    pub relation_head: RelationHead,
+    pub meta_embedding_size: i64,
+    /// Candidate spans have at most this many words (inside one sentence).
+    pub max_span_words: usize,
+    pub size_embeddings: i64,
+    pub ed_embeddings: i64,
+    pub token_distance_embeddings: i64,
+    pub sentence_distance_embeddings: i64,
+    pub dropout: f64,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        HeadConfig {
+            relation_head: RelationHead::Mrc,
+            meta_embedding_size: 25,
+            max_span_words: 10,
+            size_embeddings: 30,
+            ed_embeddings: 300,
+            token_distance_embeddings: 700,
+            sentence_distance_embeddings: 50,
+            dropout: 0.1,
+        }
+    }
+}
+
+/// How documents longer than the encoder's position limit are split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Word pieces per window, special tokens included (at most the encoder's positions).
+    pub max_len: usize,
+    /// Word pieces shared by consecutive windows.
+    pub overlap: usize,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            max_len: 512,
+            overlap: 128,
+        }
+    }
+}
+
+/// The whole model configuration (`config.json` of a model folder).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub entity_types: Vec<TypeInfo>,
+    pub relation_types: Vec<TypeInfo>,
+    pub thresholds: Thresholds,
+    pub heads: HeadConfig,
+    pub window: WindowConfig,
+    pub encoder: BertConfig,
+    /// Free-form provenance: how the model was trained (data, command, scores).
+    #[serde(default)]
+    pub training: serde_json::Value,
+}
+
+impl ModelConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_str(&text).map_err(|source| Error::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    pub fn entity_index(&self, key: &str) -> Option<usize> {
+        self.entity_types.iter().position(|t| t.key == key)
+    }
+
+    pub fn relation_index(&self, key: &str) -> Option<usize> {
+        self.relation_types.iter().position(|t| t.key == key)
+    }
+}
