@@ -31,6 +31,9 @@ pub enum Error {
     Format { path: PathBuf, message: String },
     #[error("configuration: {0}")]
     Config(String),
+    /// A device failed (model loading, or a batch after all retries).
+    #[error("device {device}: {message}")]
+    Device { device: String, message: String },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("model weights {path}: {message}")]

@@ -26,8 +26,12 @@ pub struct Linear {
 
 impl Linear {
     pub fn new(p: nn::Path, in_dim: i64, out_dim: i64) -> Linear {
-        let weight = p.set_group(DECAY).var("weight", &[out_dim, in_dim], BERT_INIT);
-        let bias = p.set_group(NO_DECAY).var("bias", &[out_dim], Init::Const(0.0));
+        let weight = p
+            .set_group(DECAY)
+            .var("weight", &[out_dim, in_dim], BERT_INIT);
+        let bias = p
+            .set_group(NO_DECAY)
+            .var("bias", &[out_dim], Init::Const(0.0));
         Linear { weight, bias }
     }
 
@@ -65,7 +69,13 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.layer_norm([self.dim], Some(&self.weight), Some(&self.bias), self.eps, true)
+        xs.layer_norm(
+            [self.dim],
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            true,
+        )
     }
 }
 

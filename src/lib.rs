@@ -7,11 +7,15 @@
 pub mod corpus;
 pub mod device;
 pub mod encoder;
+pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod layers;
 pub mod model;
+pub mod output;
 pub mod paths;
 pub mod schema;
+pub mod tokenize;
 pub mod train;
 
 pub use error::{Error, Result};

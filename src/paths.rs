@@ -63,9 +63,9 @@ pub fn require_shared(rel: &str) -> Option<PathBuf> {
 pub fn require_encoder() -> Option<PathBuf> {
     match default_encoder_dir() {
         Some(dir) => Some(dir),
-        None if under_ci() => panic!(
-            "the pretrained encoder is missing: run scripts/bootstrap.sh (CI must have it)"
-        ),
+        None if under_ci() => {
+            panic!("the pretrained encoder is missing: run scripts/bootstrap.sh (CI must have it)")
+        }
         None => {
             eprintln!("skipping: pretrained encoder not found (run scripts/bootstrap.sh)");
             None

@@ -206,7 +206,10 @@ mod tests {
     #[test]
     fn types_map_to_arrow() {
         let m = table(MENTIONS).arrow_schema();
-        assert_eq!(m.field_with_name("mention_id").unwrap().data_type(), &DataType::UInt32);
+        assert_eq!(
+            m.field_with_name("mention_id").unwrap().data_type(),
+            &DataType::UInt32
+        );
         assert!(m.field_with_name("char_start").unwrap().is_nullable());
         assert!(!m.field_with_name("doc_id").unwrap().is_nullable());
         let e = table(ENTITIES).arrow_schema();
@@ -229,7 +232,7 @@ mod tests {
 
     #[test]
     fn list_builders_match_the_schema() {
-        use arrow::array::{ListBuilder, UInt32Builder};
+        use arrow::array::{Array, ListBuilder, UInt32Builder};
         let mut b = ListBuilder::new(UInt32Builder::new());
         b.values().append_value(3);
         b.append(true);

@@ -107,6 +107,30 @@ impl Document {
         out.trim().to_string()
     }
 
+    /// blake3 (hex) of the document's content: its text when it has one, else its words
+    /// (length-prefixed, so different splits never collide). Reruns compare it to skip unchanged
+    /// documents.
+    pub fn content_hash(&self) -> String {
+        let mut hasher = blake3::Hasher::new();
+        match &self.text {
+            Some(text) => {
+                hasher.update(b"text\0");
+                hasher.update(text.as_bytes());
+            }
+            None => {
+                hasher.update(b"sentences\0");
+                for sentence in &self.sentences {
+                    hasher.update(&(sentence.len() as u64).to_le_bytes());
+                    for word in sentence {
+                        hasher.update(&(word.text.len() as u64).to_le_bytes());
+                        hasher.update(word.text.as_bytes());
+                    }
+                }
+            }
+        }
+        hasher.finalize().to_hex().to_string()
+    }
+
     /// Character offsets of a word span, when the words carry them.
     pub fn char_span(&self, span: Span) -> Option<(usize, usize)> {
         let first = self.words().nth(span.start)?.chars?;

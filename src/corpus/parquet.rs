@@ -1,1 +1,636 @@
-//! Streaming Parquet reader for the input document table.
+//! Streaming reader of the input document table (`schemas/documents_input.json`).
+//!
+//! Reads one record batch at a time with a projection of only the id and content columns, so
+//! memory stays bounded whatever the file size and other (wide) columns are never decoded. Work
+//! can be split by row groups ([`open_row_groups`]). A bad row (null id, missing or empty text)
+//! is reported with its row number and the reader moves on; a file-level problem (missing column,
+//! wrong column type, corrupt or truncated file) is an [`Error`] naming the file.
+
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray, ListArray, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Schema};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ProjectionMask;
+
+use super::{text, Document, Word};
+use crate::error::{Error, Result};
+
+/// Rows decoded per step: bounds memory to a few hundred documents per reader.
+const BATCH_ROWS: usize = 256;
+
+/// Column names of the input table. When both content columns exist, a row's text wins and its
+/// sentences are used only where the text is null. A configured content column that the file
+/// lacks is skipped as long as the other one is there, so the defaults fit both kinds of file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputColumns {
+    pub id: String,
+    pub text: Option<String>,
+    pub sentences: Option<String>,
+}
+
+impl Default for InputColumns {
+    fn default() -> Self {
+        InputColumns {
+            id: "id".into(),
+            text: Some("text".into()),
+            sentences: Some("sentences".into()),
+        }
+    }
+}
+
+/// One input row: its 0-based row number in the file and the document, or why it was rejected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowResult {
+    pub row: usize,
+    pub doc: std::result::Result<Document, String>,
+}
+
+/// Number of row groups of a Parquet file (the unit production runs split work by).
+pub fn row_group_count(path: &Path) -> Result<usize> {
+    Ok(builder(path)?.metadata().num_row_groups())
+}
+
+/// Rows in each row group of a Parquet file, for balancing work units.
+pub fn row_group_rows(path: &Path) -> Result<Vec<usize>> {
+    Ok(builder(path)?
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows() as usize)
+        .collect())
+}
+
+/// Opens a whole file.
+pub fn open(path: &Path, columns: &InputColumns) -> Result<DocReader> {
+    let count = row_group_count(path)?;
+    open_row_groups(path, columns, 0..count)
+}
+
+/// Opens row groups `groups` of a file; rows are still numbered from the start of the file.
+pub fn open_row_groups(
+    path: &Path,
+    columns: &InputColumns,
+    groups: Range<usize>,
+) -> Result<DocReader> {
+    let builder = builder(path)?;
+    let fail = |message: String| Error::Parquet {
+        path: path.to_path_buf(),
+        message,
+    };
+    let count = builder.metadata().num_row_groups();
+    if groups.start > groups.end || groups.end > count {
+        return Err(fail(format!(
+            "row groups {groups:?} out of range ({count} row groups)"
+        )));
+    }
+    let first_row = builder.metadata().row_groups()[..groups.start]
+        .iter()
+        .map(|g| g.num_rows() as usize)
+        .sum();
+    let resolved = resolve(builder.schema(), columns).map_err(fail)?;
+    let roots: Vec<usize> = resolved.iter().map(|(i, _)| *i).collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let batches = builder
+        .with_projection(mask)
+        .with_row_groups(groups.collect())
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let name = |role: Role| {
+        resolved
+            .iter()
+            .find(|(_, r)| *r == role)
+            .map(|_| role.column(columns).to_string())
+    };
+    Ok(DocReader {
+        path: path.to_path_buf(),
+        id: columns.id.clone(),
+        text: name(Role::Text),
+        sentences: name(Role::Sentences),
+        batches,
+        batch: None,
+        next_row: first_row,
+        done: false,
+    })
+}
+
+/// Yields the rows of a file (or row-group range) in order; see [`open`].
+pub struct DocReader {
+    path: PathBuf,
+    id: String,
+    text: Option<String>,
+    sentences: Option<String>,
+    batches: ParquetRecordBatchReader,
+    batch: Option<(Rows, usize)>,
+    next_row: usize,
+    done: bool,
+}
+
+impl DocReader {
+    /// The file being read (for the documents table's `source_file`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Normalizes a record batch's columns to plain Utf8 / List<List<Utf8>> arrays (a no-op for
+    /// files written that way), so row conversion has one code path.
+    fn rows(&self, batch: &RecordBatch) -> Result<Rows> {
+        let column = |name: &str, to: &DataType| {
+            let array = batch.column_by_name(name).ok_or_else(|| Error::Parquet {
+                path: self.path.clone(),
+                message: format!("column {name:?} missing from a record batch"),
+            })?;
+            Ok::<_, Error>(cast(array, to)?)
+        };
+        let ids = column(&self.id, &DataType::Utf8)?
+            .as_string::<i32>()
+            .clone();
+        let text = match &self.text {
+            Some(name) => Some(column(name, &DataType::Utf8)?.as_string::<i32>().clone()),
+            None => None,
+        };
+        let sentences = match &self.sentences {
+            Some(name) => Some(column(name, &sentences_type())?.as_list::<i32>().clone()),
+            None => None,
+        };
+        Ok(Rows {
+            ids,
+            text,
+            sentences,
+        })
+    }
+}
+
+impl Iterator for DocReader {
+    type Item = Result<RowResult>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some((rows, i)) = &mut self.batch {
+                if *i < rows.ids.len() {
+                    let doc = rows.document(*i);
+                    *i += 1;
+                    let row = self.next_row;
+                    self.next_row += 1;
+                    return Some(Ok(RowResult { row, doc }));
+                }
+            }
+            let next = match self.batches.next() {
+                None => {
+                    self.done = true;
+                    return None;
+                }
+                Some(batch) => batch.map_err(Error::from).and_then(|b| self.rows(&b)),
+            };
+            match next {
+                Ok(rows) => self.batch = Some((rows, 0)),
+                Err(e) => {
+                    // A decoding error leaves the stream in an unknown state: stop after it.
+                    self.done = true;
+                    return Some(Err(Error::Parquet {
+                        path: self.path.clone(),
+                        message: format!("near row {}: {e}", self.next_row),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// One record batch's columns, normalized.
+struct Rows {
+    ids: StringArray,
+    text: Option<StringArray>,
+    sentences: Option<ListArray>,
+}
+
+impl Rows {
+    fn document(&self, i: usize) -> std::result::Result<Document, String> {
+        if self.ids.is_null(i) {
+            return Err("null id".into());
+        }
+        let id = self.ids.value(i);
+        if id.trim().is_empty() {
+            return Err("empty id".into());
+        }
+        if let Some(text) = self.text.as_ref().filter(|t| !t.is_null(i)) {
+            let doc = text::segment(id, text.value(i));
+            return if doc.sentences.is_empty() {
+                Err("text is empty or has no words".into())
+            } else {
+                Ok(doc)
+            };
+        }
+        if let Some(sentences) = self.sentences.as_ref().filter(|s| !s.is_null(i)) {
+            return pretokenized(id, &sentences.value(i));
+        }
+        Err(match (&self.text, &self.sentences) {
+            (Some(_), Some(_)) => "null text and null sentences",
+            (Some(_), None) => "null text",
+            _ => "null sentences",
+        }
+        .into())
+    }
+}
+
+/// A document from a row's list of sentences of words (no text, so no char offsets).
+fn pretokenized(id: &str, sentences: &dyn Array) -> std::result::Result<Document, String> {
+    let sentences = sentences.as_list::<i32>();
+    let mut out = Vec::with_capacity(sentences.len());
+    for s in 0..sentences.len() {
+        if sentences.is_null(s) {
+            return Err(format!("sentence {s} is null"));
+        }
+        let words = sentences.value(s);
+        let words = words.as_string::<i32>();
+        let mut sentence = Vec::with_capacity(words.len());
+        for w in 0..words.len() {
+            if words.is_null(w) || words.value(w).is_empty() {
+                return Err(format!("sentence {s} word {w} is null or empty"));
+            }
+            sentence.push(Word {
+                text: words.value(w).to_string(),
+                chars: None,
+            });
+        }
+        out.push(sentence);
+    }
+    if out.iter().all(Vec::is_empty) {
+        return Err("sentences have no words".into());
+    }
+    Ok(Document {
+        id: id.to_string(),
+        text: None,
+        sentences: out,
+        gold: None,
+    })
+}
+
+fn builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Id,
+    Text,
+    Sentences,
+}
+
+impl Role {
+    fn column(self, columns: &InputColumns) -> &str {
+        match self {
+            Role::Id => &columns.id,
+            Role::Text => columns.text.as_deref().unwrap_or_default(),
+            Role::Sentences => columns.sentences.as_deref().unwrap_or_default(),
+        }
+    }
+}
+
+/// Finds the configured columns in the file's schema and checks their types: the root column
+/// index of each used column with its role.
+fn resolve(
+    schema: &Schema,
+    columns: &InputColumns,
+) -> std::result::Result<Vec<(usize, Role)>, String> {
+    let find = |name: &str| schema.index_of(name).ok();
+    let id = find(&columns.id).ok_or_else(|| format!("no id column {:?}", columns.id))?;
+    let mut out = vec![(id, Role::Id)];
+    let text = columns.text.as_deref().and_then(find);
+    let sentences = columns.sentences.as_deref().and_then(find);
+    if text.is_none() && sentences.is_none() {
+        return Err(format!(
+            "no content column: neither text {:?} nor sentences {:?} is in the file",
+            columns.text.as_deref().unwrap_or("(none)"),
+            columns.sentences.as_deref().unwrap_or("(none)")
+        ));
+    }
+    out.extend(text.map(|i| (i, Role::Text)));
+    out.extend(sentences.map(|i| (i, Role::Sentences)));
+    for &(i, role) in &out {
+        let dt = schema.field(i).data_type();
+        let ok = match role {
+            Role::Id => is_string(dt) || dt.is_integer(),
+            Role::Text => is_string(dt),
+            Role::Sentences => list_item(dt).and_then(list_item).is_some_and(is_string),
+        };
+        if !ok {
+            let want = match role {
+                Role::Id => "a string or integer",
+                Role::Text => "a string",
+                Role::Sentences => "a list of lists of strings",
+            };
+            return Err(format!(
+                "column {:?} has type {dt}, expected {want}",
+                role.column(columns)
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn is_string(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
+}
+
+fn list_item(dt: &DataType) -> Option<&DataType> {
+    match dt {
+        DataType::List(f) | DataType::LargeList(f) => Some(f.data_type()),
+        _ => None,
+    }
+}
+
+fn sentences_type() -> DataType {
+    DataType::new_list(DataType::new_list(DataType::Utf8, true), true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Int64Array, LargeStringArray, ListBuilder, StringBuilder};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+    use std::sync::Arc;
+
+    /// Writes `columns` to a Parquet file with `rows_per_group` rows per row group.
+    fn write(
+        dir: &Path,
+        name: &str,
+        columns: Vec<(&str, ArrayRef)>,
+        rows_per_group: usize,
+    ) -> PathBuf {
+        let path = dir.join(name);
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let props = WriterProperties::builder()
+            .set_max_row_group_size(rows_per_group)
+            .build();
+        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), batch.schema(), Some(props))
+            .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        path
+    }
+
+    fn strings(values: &[Option<&str>]) -> ArrayRef {
+        Arc::new(StringArray::from(values.to_vec()))
+    }
+
+    fn sentences(rows: &[Option<Vec<Vec<Option<&str>>>>]) -> ArrayRef {
+        let mut b = ListBuilder::new(ListBuilder::new(StringBuilder::new()));
+        for row in rows {
+            match row {
+                None => b.append(false),
+                Some(sents) => {
+                    for s in sents {
+                        for w in s {
+                            b.values().values().append_option(*w);
+                        }
+                        b.values().append(true);
+                    }
+                    b.append(true);
+                }
+            }
+        }
+        Arc::new(b.finish())
+    }
+
+    fn read_all(path: &Path, cols: &InputColumns) -> Vec<RowResult> {
+        open(path, cols)
+            .unwrap()
+            .collect::<Result<Vec<_>>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn reads_text_rows_and_reports_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "t.parquet",
+            vec![
+                (
+                    "id",
+                    strings(&[Some("a"), None, Some("c"), Some("d"), Some(" ")]),
+                ),
+                (
+                    "extra",
+                    Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5])) as ArrayRef,
+                ),
+                (
+                    "text",
+                    strings(&[
+                        Some("Ann saw Bo. Bo ran."),
+                        Some("x"),
+                        None,
+                        Some("  "),
+                        Some("y"),
+                    ]),
+                ),
+            ],
+            2,
+        );
+        assert_eq!(row_group_count(&path).unwrap(), 3);
+        assert_eq!(row_group_rows(&path).unwrap(), vec![2, 2, 1]);
+        let rows = read_all(&path, &InputColumns::default());
+        let rows: Vec<(usize, std::result::Result<&Document, &str>)> = rows
+            .iter()
+            .map(|r| (r.row, r.doc.as_ref().map_err(String::as_str)))
+            .collect();
+        assert_eq!(rows.len(), 5);
+        let doc = rows[0].1.unwrap();
+        assert_eq!((doc.id.as_str(), doc.sentences.len()), ("a", 2));
+        assert_eq!(doc.text.as_deref(), Some("Ann saw Bo. Bo ran."));
+        assert_eq!(doc.sentences[1][0].chars, Some((12, 14)));
+        assert_eq!(rows[1], (1, Err("null id")));
+        assert_eq!(rows[2], (2, Err("null text")));
+        assert_eq!(rows[3], (3, Err("text is empty or has no words")));
+        assert_eq!(rows[4], (4, Err("empty id")));
+    }
+
+    #[test]
+    fn row_group_ranges_keep_file_row_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 600;
+        let ids: Vec<String> = (0..n).map(|i| format!("doc{i}")).collect();
+        let texts: Vec<String> = (0..n).map(|i| format!("Item {i} is here.")).collect();
+        let path = write(
+            dir.path(),
+            "g.parquet",
+            vec![
+                ("key", Arc::new(StringArray::from(ids)) as ArrayRef),
+                ("body", Arc::new(LargeStringArray::from(texts)) as ArrayRef),
+            ],
+            100,
+        );
+        let cols = InputColumns {
+            id: "key".into(),
+            text: Some("body".into()),
+            sentences: None,
+        };
+        let reader = open_row_groups(&path, &cols, 2..5).unwrap();
+        assert_eq!(reader.path(), path);
+        let rows: Vec<RowResult> = reader.collect::<Result<_>>().unwrap();
+        assert_eq!(rows.len(), 300);
+        for (k, r) in rows.iter().enumerate() {
+            assert_eq!(r.row, 200 + k);
+            let doc = r.doc.as_ref().unwrap();
+            assert_eq!(doc.id, format!("doc{}", 200 + k));
+            assert_eq!(doc.sentences[0][1].text, (200 + k).to_string());
+        }
+        assert_eq!(open_row_groups(&path, &cols, 3..3).unwrap().count(), 0);
+        let e = open_row_groups(&path, &cols, 4..7)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("g.parquet") && e.contains("out of range"), "{e}");
+    }
+
+    #[test]
+    fn reads_pretokenized_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "p.parquet",
+            vec![
+                (
+                    "id",
+                    Arc::new(Int64Array::from(vec![7, 8, 9, 10])) as ArrayRef,
+                ),
+                (
+                    "sentences",
+                    sentences(&[
+                        Some(vec![
+                            vec![Some("Ann"), Some("ran")],
+                            vec![],
+                            vec![Some(".")],
+                        ]),
+                        None,
+                        Some(vec![vec![Some("a"), None]]),
+                        Some(vec![vec![]]),
+                    ]),
+                ),
+            ],
+            10,
+        );
+        let rows = read_all(&path, &InputColumns::default());
+        let doc = rows[0].doc.as_ref().unwrap();
+        assert_eq!(doc.id, "7");
+        assert!(doc.text.is_none() && doc.words().all(|w| w.chars.is_none()));
+        assert_eq!(doc.sentence_starts(), vec![0, 2, 2, 3]);
+        assert_eq!(rows[1].doc, Err("null sentences".to_string()));
+        assert_eq!(
+            rows[2].doc,
+            Err("sentence 0 word 1 is null or empty".to_string())
+        );
+        assert_eq!(rows[3].doc, Err("sentences have no words".to_string()));
+    }
+
+    #[test]
+    fn text_wins_over_sentences_when_both_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "b.parquet",
+            vec![
+                ("id", strings(&[Some("a"), Some("b"), Some("c")])),
+                ("text", strings(&[Some("Raw text."), None, None])),
+                (
+                    "sentences",
+                    sentences(&[
+                        Some(vec![vec![Some("ignored")]]),
+                        Some(vec![vec![Some("pre")]]),
+                        None,
+                    ]),
+                ),
+            ],
+            10,
+        );
+        let rows = read_all(&path, &InputColumns::default());
+        assert_eq!(rows[0].doc.as_ref().unwrap().sentences[0][0].text, "Raw");
+        assert_eq!(rows[1].doc.as_ref().unwrap().sentences[0][0].text, "pre");
+        assert_eq!(rows[2].doc, Err("null text and null sentences".to_string()));
+    }
+
+    #[test]
+    fn file_level_problems_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "w.parquet",
+            vec![
+                ("id", strings(&[Some("a")])),
+                ("text", Arc::new(Int64Array::from(vec![3])) as ArrayRef),
+            ],
+            10,
+        );
+        let e = open(&path, &InputColumns::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("w.parquet") && e.contains("expected a string"),
+            "{e}"
+        );
+        let cols = InputColumns {
+            id: "doc".into(),
+            ..Default::default()
+        };
+        let e = open(&path, &cols).err().unwrap().to_string();
+        assert!(e.contains("no id column \"doc\""), "{e}");
+        let cols = InputColumns {
+            text: Some("body".into()),
+            ..Default::default()
+        };
+        let e = open(&path, &cols).err().unwrap().to_string();
+        assert!(e.contains("no content column"), "{e}");
+        let e = open(&dir.path().join("missing.parquet"), &cols)
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::Io { .. }), "{e}");
+    }
+
+    #[test]
+    fn truncated_and_corrupt_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let texts: Vec<String> = (0..50).map(|i| format!("Text number {i}.")).collect();
+        let ids: Vec<String> = (0..50).map(|i| i.to_string()).collect();
+        let path = write(
+            dir.path(),
+            "c.parquet",
+            vec![
+                ("id", Arc::new(StringArray::from(ids)) as ArrayRef),
+                ("text", Arc::new(StringArray::from(texts)) as ArrayRef),
+            ],
+            10,
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        let truncated = dir.path().join("truncated.parquet");
+        std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+        let e = open(&truncated, &InputColumns::default()).err().unwrap();
+        assert!(matches!(e, Error::Parquet { .. }) && e.to_string().contains("truncated.parquet"));
+        // Footer intact, first page header destroyed: the error comes while reading.
+        let mut damaged = bytes.clone();
+        damaged[4..40].fill(0xFF);
+        let corrupt = dir.path().join("corrupt.parquet");
+        std::fs::write(&corrupt, &damaged).unwrap();
+        let result: Result<Vec<RowResult>> =
+            open(&corrupt, &InputColumns::default()).and_then(|r| r.collect());
+        let e = result.err().unwrap().to_string();
+        assert!(e.contains("corrupt.parquet"), "{e}");
+    }
+}

@@ -49,11 +49,10 @@ impl BertConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        cfg.validate()
-            .map_err(|message| Error::Format {
-                path: path.to_path_buf(),
-                message,
-            })?;
+        cfg.validate().map_err(|message| Error::Format {
+            path: path.to_path_buf(),
+            message,
+        })?;
         Ok(cfg)
     }
 

@@ -1,7 +1,21 @@
-//! The JEREX heads on top of the encoder: mentions, coreference, entities, relations.
+//! The JEREX model: the encoder plus the heads for mentions, coreference, entities and
+//! relations (`joint`), their inputs (`input`), range max-pooling (`pool`), clustering
+//! (`cluster`) and the model folder (`folder`).
 
+pub mod cluster;
 pub mod config;
+pub mod coref;
+pub mod entity;
+pub mod folder;
+pub mod input;
+pub mod joint;
+pub mod mention;
+pub mod pool;
 pub mod prediction;
+pub mod relation;
 
 pub use config::{HeadConfig, ModelConfig, RelationHead, Thresholds, TypeInfo, WindowConfig};
+pub use folder::LoadedModel;
+pub use input::PreparedDoc;
+pub use joint::{GoldInput, JerexModel, Losses};
 pub use prediction::{DocPrediction, PredEntity, PredMention, PredRelation};

@@ -1,3 +1,8 @@
 //! Joint training: sampling, losses, optimizer and schedule, the training loop, checkpoints.
 
+pub mod data;
+pub mod optim;
 pub mod sample;
+
+pub use optim::{AdamW, AdamWConfig, Schedule};
+pub use sample::{sample_document, DocSample, SamplingConfig};

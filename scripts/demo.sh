@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: bootstrap (idempotent), then the demo corpus through the
+# shipped default model, ending with a short summary of what was extracted.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$JEREX_ROOT"
+scripts/bootstrap.sh
+exec target/release/jerex run jobs/demo.toml "$@"

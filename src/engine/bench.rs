@@ -1,0 +1,159 @@
+//! `jerex bench`: the pipeline measured end to end, then the same batches through the encoder
+//! alone, printed as one JSON object.
+//!
+//! The encoder-only figure is the ceiling the pipeline is judged against: the same documents in
+//! the same batches on the same devices, with reading, tokenization, heads, decoding and writing
+//! removed. Model loading is excluded from both.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, unbounded};
+use serde::Serialize;
+
+use super::pipeline::StageSeconds;
+use super::worker::{device_loop, Batch, Mode};
+use super::{execute, init_logging, prepare_job, JobOverrides, LogFormat};
+use crate::error::{Error, Result};
+
+/// `jerex bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// The benchmark job.
+    #[arg(default_value_os_t = crate::paths::repo_root().join("jobs/throughput-bench.toml"))]
+    pub job: PathBuf,
+    /// DocRED-format JSON converted to the job's input Parquet when that file is missing
+    /// (default: ../shared/data/redocred/dev_revised.json).
+    #[arg(long)]
+    pub docred: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: JobOverrides,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The benchmark's JSON object.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BenchResult {
+    pub documents: usize,
+    pub words: usize,
+    /// Real word pieces in the encoder rows (special tokens included).
+    pub word_pieces: usize,
+    pub seconds: f64,
+    pub docs_per_s: f64,
+    pub words_per_s: f64,
+    pub encoder_only_seconds: f64,
+    pub encoder_only_docs_per_s: f64,
+    /// docs_per_s / encoder_only_docs_per_s.
+    pub end_to_end_vs_encoder: f64,
+    /// Real / padded word pieces over all batches.
+    pub padding_efficiency: f64,
+    pub batches: usize,
+    pub peak_rss_bytes: u64,
+    pub devices: Vec<String>,
+    pub threads: usize,
+    pub stage_seconds: StageSeconds,
+    pub startup_seconds: f64,
+}
+
+/// Peak resident memory of this process (`VmHWM`), 0 where /proc is unavailable.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Runs the benchmark and prints its JSON object on stdout.
+pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
+    init_logging(args.log_format, "warn");
+    let job = super::Job::load_with(&args.job, &args.overrides)?;
+    let docred = args
+        .docred
+        .clone()
+        .unwrap_or_else(|| crate::paths::shared_data_dir().join("redocred/dev_revised.json"));
+    for spec in &job.input.paths {
+        let p = PathBuf::from(spec);
+        if !p.exists() && p.extension().is_some_and(|e| e == "parquet") {
+            if !docred.is_file() {
+                return Err(Error::Config(format!(
+                    "bench input {} is missing and {} (its source) is not there",
+                    p.display(),
+                    docred.display()
+                )));
+            }
+            super::sample::docred_to_parquet(&docred, &p)?;
+        }
+    }
+    let mut p = prepare_job(&args.job, &args.overrides, false)?;
+    p.config.keep_batches = true;
+    let report = execute(&p.config, &p.model, &p.factory)?;
+    let peak = peak_rss_bytes();
+
+    // The same batches through the encoder alone, one thread per device as in the pipeline.
+    let batches = report.batches_kept;
+    let (tx, rx) = bounded::<Batch<()>>(batches.len().max(1));
+    for docs in batches {
+        let meta = vec![(); docs.len()];
+        tx.send(Batch { docs, meta })
+            .map_err(|_| Error::Config("bench: batch queue closed".into()))?;
+    }
+    drop(tx);
+    let (done_tx, done_rx) = unbounded();
+    let factory = &p.factory;
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for (i, &device) in p.config.devices.iter().enumerate() {
+            let (rx, done_tx) = (rx.clone(), done_tx.clone());
+            s.spawn(move || device_loop(i, device, factory, Mode::EncodeOnly, rx, done_tx));
+        }
+    });
+    drop(done_tx);
+    let wall = start.elapsed().as_secs_f64();
+    // Per device, the time spent encoding (loading excluded); devices run in parallel.
+    let mut per_device = vec![0.0f64; p.config.devices.len()];
+    let mut failed = 0;
+    for done in done_rx {
+        per_device[done.device] += done.seconds;
+        failed += done
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o, super::worker::Outcome::Failed(_)))
+            .count();
+    }
+    if failed > 0 {
+        tracing::warn!(failed, "documents failed in the encoder-only pass");
+    }
+    let encoder_seconds = per_device.iter().copied().fold(0.0, f64::max).min(wall);
+
+    let docs_per_s = report.documents as f64 / report.seconds.max(1e-9);
+    let encoder_docs_per_s = report.documents as f64 / encoder_seconds.max(1e-9);
+    let result = BenchResult {
+        documents: report.documents,
+        words: report.words,
+        word_pieces: report.word_pieces,
+        seconds: report.seconds,
+        docs_per_s,
+        words_per_s: report.words as f64 / report.seconds.max(1e-9),
+        encoder_only_seconds: encoder_seconds,
+        encoder_only_docs_per_s: encoder_docs_per_s,
+        end_to_end_vs_encoder: docs_per_s / encoder_docs_per_s.max(1e-9),
+        padding_efficiency: report.word_pieces as f64 / report.padded_word_pieces.max(1) as f64,
+        batches: report.batches,
+        peak_rss_bytes: peak,
+        devices: report.devices.iter().map(|d| d.device.clone()).collect(),
+        threads: p.config.threads,
+        stage_seconds: report.stages,
+        startup_seconds: report.startup_seconds,
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&result).expect("bench result serializes")
+    );
+    Ok(result)
+}

@@ -1,0 +1,809 @@
+//! The corpus pipeline: stages connected by bounded channels, so every stage works at once and
+//! memory stays bounded by the channel capacities and the look-ahead window.
+//!
+//! ```text
+//! reader ─▶ prepare (rayon: tokenize, candidates) ─▶ bucketer (sort window, pack) ─▶
+//!     device workers (one replica each) ─▶ decode (rayon: table rows) ─▶ writer (parts per unit)
+//! ```
+//!
+//! Work is organised in units (an input file, or a row-group range of one). Every table's rows of
+//! a unit go to part files named `part-<unit hash>-<n>`, written when `rows_per_part` rows have
+//! gathered and when the unit's last document is done, so a unit's output is complete exactly
+//! when its `documents` rows are.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Receiver};
+use rayon::prelude::*;
+use serde::Serialize;
+use tch::Device;
+
+use super::bucket::{Bucketer, Cost};
+use super::job::{BatchConfig, Compression, OutputFormat};
+use super::worker::{device_loop, Backend, BackendFactory, Batch, Done, Mode, Outcome};
+use crate::corpus::parquet::{self, InputColumns, RowResult};
+use crate::corpus::Document;
+use crate::device::device_name;
+use crate::encoder::plan_windows;
+use crate::error::{Error, Result};
+use crate::model::{folder, ModelConfig, PreparedDoc};
+use crate::output::{
+    doc_rows, record_batch, DocRows, DocumentRow, PartWriter, RelationRow, Status, TableRow,
+};
+use crate::schema;
+use crate::tokenize::WordPieceTokenizer;
+
+/// Input rows per message from the reader: enough to amortise channel traffic and give the
+/// rayon pool a parallel chunk.
+const READ_CHUNK: usize = 64;
+
+/// Mentions per word assumed when estimating a document's mention pairs before prediction
+/// (DocRED-like text has about one mention every eight words).
+const WORDS_PER_MENTION: usize = 8;
+
+/// How many top-scoring relations the summary keeps as examples.
+const EXAMPLES: usize = 5;
+
+/// The output tables, in the order of [`Report::parts`].
+pub const TABLES: [&str; 4] = [
+    schema::MENTIONS,
+    schema::ENTITIES,
+    schema::RELATIONS,
+    schema::DOCUMENTS,
+];
+
+/// A piece of work: an input file or a row-group range of one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    pub path: PathBuf,
+    pub row_groups: Option<Range<usize>>,
+    /// Stable id of the unit (from its path and range): names its part files.
+    pub hash: String,
+}
+
+impl Unit {
+    pub fn file(path: &Path) -> Unit {
+        Unit::new(path, None)
+    }
+
+    pub fn new(path: &Path, row_groups: Option<Range<usize>>) -> Unit {
+        let mut key = path.to_string_lossy().into_owned();
+        if let Some(r) = &row_groups {
+            key.push_str(&format!("#{}..{}", r.start, r.end));
+        }
+        let hash = blake3::hash(key.as_bytes()).to_hex()[..16].to_string();
+        Unit {
+            path: path.to_path_buf(),
+            row_groups,
+            hash,
+        }
+    }
+
+    /// Rows of the unit, from the file's footer.
+    pub fn rows(&self) -> Result<usize> {
+        let groups = parquet::row_group_rows(&self.path)?;
+        let range = self.row_groups.clone().unwrap_or(0..groups.len());
+        Ok(groups.get(range).map_or(0, |g| g.iter().sum()))
+    }
+
+    fn open(&self, columns: &InputColumns) -> Result<parquet::DocReader> {
+        match &self.row_groups {
+            Some(r) => parquet::open_row_groups(&self.path, columns, r.clone()),
+            None => parquet::open(&self.path, columns),
+        }
+    }
+}
+
+/// The CPU side of a model: what preparing documents and building tables need.
+pub struct ModelInfo {
+    pub config: ModelConfig,
+    pub tokenizer: WordPieceTokenizer,
+    /// Identifies the model in the `documents` table: folder name and a hash of its weights.
+    pub model_id: String,
+}
+
+impl ModelInfo {
+    /// Loads `config.json` and `tokenizer.json` of a model folder. The id hashes
+    /// `model.safetensors` when present (a folder without weights can only drive a test backend).
+    pub fn load(dir: &Path) -> Result<ModelInfo> {
+        let config = ModelConfig::load(&dir.join(folder::CONFIG_FILE))?;
+        let tokenizer = WordPieceTokenizer::from_file(&dir.join(folder::TOKENIZER_FILE))?;
+        let name = dir
+            .canonicalize()
+            .ok()
+            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "model".into());
+        let weights = dir.join(folder::WEIGHTS_FILE);
+        let model_id = if weights.is_file() {
+            let file = std::fs::File::open(&weights).map_err(|e| Error::io(&weights, e))?;
+            let mut hasher = blake3::Hasher::new();
+            hasher
+                .update_reader(std::io::BufReader::with_capacity(1 << 20, file))
+                .map_err(|e| Error::io(&weights, e))?;
+            format!("{name}@{}", &hasher.finalize().to_hex()[..12])
+        } else {
+            format!("{name}@no-weights")
+        };
+        Ok(ModelInfo {
+            config,
+            tokenizer,
+            model_id,
+        })
+    }
+
+    /// Tokenizes a document and enumerates its candidate spans.
+    pub fn prepare(&self, doc: Document) -> PreparedDoc {
+        PreparedDoc::new(doc, &self.tokenizer, self.config.heads.max_span_words)
+    }
+
+    /// The batch cost of a prepared document: its encoder windows and heads' sizes.
+    pub fn cost(&self, doc: &PreparedDoc) -> Cost {
+        let windows = plan_windows(doc.tokens.ids.len(), &self.config.window);
+        let lens = windows.iter().map(|w| w.end - w.start + 2);
+        let mentions = doc.doc.word_count().div_ceil(WORDS_PER_MENTION);
+        Cost {
+            row_len: lens.clone().max().unwrap_or(0),
+            rows: windows.len(),
+            word_pieces: lens.sum(),
+            spans: doc.candidates.len(),
+            pairs: mentions * mentions.saturating_sub(1),
+        }
+    }
+}
+
+/// Everything a pipeline run needs besides the model.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub units: Vec<Unit>,
+    pub columns: InputColumns,
+    pub devices: Vec<Device>,
+    pub batch: BatchConfig,
+    pub threads: usize,
+    /// `None`: decode but write nothing (benchmarks of the compute path).
+    pub output: Option<OutputSettings>,
+    pub mode: Mode,
+    /// Keep every batch's prepared documents in the report (to replay them, e.g. encoder-only).
+    pub keep_batches: bool,
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutputSettings {
+    pub dir: PathBuf,
+    pub format: OutputFormat,
+    pub compression: Compression,
+    pub rows_per_part: usize,
+}
+
+/// Busy seconds of each stage (summed over the threads of a stage).
+#[derive(Debug, Default, Serialize, Clone, PartialEq)]
+pub struct StageSeconds {
+    pub read: f64,
+    pub prepare: f64,
+    pub bucket: f64,
+    pub device: f64,
+    pub decode: f64,
+    pub write: f64,
+}
+
+#[derive(Default)]
+struct StageClock {
+    read: AtomicU64,
+    prepare: AtomicU64,
+    bucket: AtomicU64,
+    device: AtomicU64,
+    decode: AtomicU64,
+    write: AtomicU64,
+}
+
+impl StageClock {
+    fn add(counter: &AtomicU64, since: Instant) {
+        counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn seconds(&self) -> StageSeconds {
+        let s = |c: &AtomicU64| Duration::from_nanos(c.load(Ordering::Relaxed)).as_secs_f64();
+        StageSeconds {
+            read: s(&self.read),
+            prepare: s(&self.prepare),
+            bucket: s(&self.bucket),
+            device: s(&self.device),
+            decode: s(&self.decode),
+            write: s(&self.write),
+        }
+    }
+}
+
+/// Work done by one device.
+#[derive(Debug, Default, Serialize, Clone, PartialEq)]
+pub struct DeviceReport {
+    pub device: String,
+    pub batches: usize,
+    pub documents: usize,
+    pub seconds: f64,
+    pub retries: usize,
+    /// Why the device stopped, when it failed to load its replica.
+    pub error: Option<String>,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub documents: usize,
+    pub ok: usize,
+    pub rejected: usize,
+    pub failed: usize,
+    pub words: usize,
+    /// Real word pieces in encoder rows (special tokens included) and the padded total.
+    pub word_pieces: usize,
+    pub padded_word_pieces: usize,
+    pub mentions: usize,
+    pub entities: usize,
+    pub relations: usize,
+    pub batches: usize,
+    /// Wall-clock seconds from the first ready model replica to the end.
+    pub seconds: f64,
+    /// Seconds until the first model replica was ready.
+    pub startup_seconds: f64,
+    pub stages: StageSeconds,
+    pub devices: Vec<DeviceReport>,
+    /// Part files written per table, in [`TABLES`] order.
+    pub parts: [usize; 4],
+    /// Input units that could not be read to the end (file-level errors).
+    pub unit_errors: Vec<String>,
+    /// The best-scoring relations (for the human-readable summary).
+    pub examples: Vec<RelationRow>,
+    /// Every batch's documents, when `keep_batches` was set.
+    pub batches_kept: Vec<Vec<PreparedDoc>>,
+}
+
+/// What the engine carries along with each prepared document.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    unit: usize,
+    row: u64,
+    content_hash: String,
+    cost: Cost,
+}
+
+/// One document's finished output (rows of all tables).
+struct DocResult {
+    unit: usize,
+    document: DocumentRow,
+    rows: DocRows,
+}
+
+enum WriterMsg {
+    Docs(Vec<DocResult>),
+    /// The reader finished a unit with this many rows (or stopped early with an error).
+    UnitEnd {
+        unit: usize,
+        rows: usize,
+        error: Option<String>,
+    },
+}
+
+/// Runs the pipeline over `cfg.units` with one replica per device from `factory`.
+pub fn execute(
+    cfg: &PipelineConfig,
+    model: &ModelInfo,
+    factory: &dyn BackendFactory,
+) -> Result<Report> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads.max(1))
+        .thread_name(|i| format!("jerex-cpu-{i}"))
+        .build()
+        .map_err(|e| Error::Config(format!("threads: {e}")))?;
+    let clock = StageClock::default();
+    let total_rows: usize = cfg
+        .units
+        .iter()
+        .map(Unit::rows)
+        .collect::<Result<Vec<_>>>()?
+        .iter()
+        .sum();
+    let progress = progress_bar(cfg.progress, total_rows);
+    let writer = match &cfg.output {
+        Some(o) => Some(PartWriter::new(&o.dir, &TABLES, o.format, o.compression)?),
+        None => None,
+    };
+
+    let n_dev = cfg.devices.len();
+    let (read_tx, read_rx) = bounded::<(usize, Vec<RowResult>)>(4);
+    let (prep_tx, prep_rx) = bounded::<Vec<(PreparedDoc, Meta)>>(4);
+    let (batch_tx, batch_rx) = bounded::<Batch<Meta>>(2 * n_dev);
+    let (done_tx, done_rx) = bounded::<Done<Meta>>(2 * n_dev);
+    let (write_tx, write_rx) = unbounded::<WriterMsg>();
+    let first_ready: Mutex<Option<Instant>> = Mutex::new(None);
+    let started = Instant::now();
+    let device_reports: Mutex<Vec<DeviceReport>> = Mutex::new(
+        cfg.devices
+            .iter()
+            .map(|&d| DeviceReport {
+                device: device_name(d),
+                ..Default::default()
+            })
+            .collect(),
+    );
+    let padded = AtomicU64::new(0);
+    let real = AtomicU64::new(0);
+    let batches_kept = Mutex::new(Vec::new());
+
+    let result = std::thread::scope(|s| -> Result<Report> {
+        // Reader: units in order, rows in chunks.
+        let reader_write_tx = write_tx.clone();
+        let clock = &clock;
+        s.spawn(move || {
+            for (u, unit) in cfg.units.iter().enumerate() {
+                let mut rows = 0;
+                let mut error = None;
+                let mut t = Instant::now();
+                match unit.open(&cfg.columns) {
+                    Err(e) => error = Some(e.to_string()),
+                    Ok(reader) => {
+                        let mut chunk = Vec::with_capacity(READ_CHUNK);
+                        for r in reader {
+                            match r {
+                                Ok(row) => {
+                                    rows += 1;
+                                    chunk.push(row);
+                                    if chunk.len() == READ_CHUNK {
+                                        StageClock::add(&clock.read, t);
+                                        if read_tx.send((u, std::mem::take(&mut chunk))).is_err() {
+                                            return;
+                                        }
+                                        t = Instant::now();
+                                    }
+                                }
+                                Err(e) => error = Some(e.to_string()),
+                            }
+                        }
+                        StageClock::add(&clock.read, t);
+                        if !chunk.is_empty() && read_tx.send((u, chunk)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                if let Some(e) = &error {
+                    tracing::error!(unit = %unit.path.display(), "input unit failed: {e}");
+                }
+                let msg = WriterMsg::UnitEnd {
+                    unit: u,
+                    rows,
+                    error,
+                };
+                if reader_write_tx.send(msg).is_err() {
+                    return;
+                }
+            }
+        });
+
+        // Prepare: tokenization and candidates on the rayon pool; rejected rows go straight to
+        // the writer.
+        let prep_write_tx = write_tx.clone();
+        let pool = &pool;
+        s.spawn(move || {
+            for (unit, rows) in read_rx {
+                let t = Instant::now();
+                let source = cfg.units[unit].path.to_string_lossy().into_owned();
+                let results: Vec<std::result::Result<(PreparedDoc, Meta), DocResult>> =
+                    pool.install(|| {
+                        rows.into_par_iter()
+                            .map(|r| match r.doc {
+                                Ok(doc) => {
+                                    let hash = doc.content_hash();
+                                    let prepared = model.prepare(doc);
+                                    let cost = model.cost(&prepared);
+                                    Ok((
+                                        prepared,
+                                        Meta {
+                                            unit,
+                                            row: r.row as u64,
+                                            content_hash: hash,
+                                            cost,
+                                        },
+                                    ))
+                                }
+                                Err(reason) => Err(DocResult {
+                                    unit,
+                                    document: DocumentRow {
+                                        doc_id: None,
+                                        status: Status::Rejected,
+                                        reason: Some(reason),
+                                        source_file: source.clone(),
+                                        source_row: r.row as u64,
+                                        content_hash: None,
+                                        words: 0,
+                                        word_pieces: 0,
+                                        mentions: 0,
+                                        entities: 0,
+                                        relations: 0,
+                                        seconds: 0.0,
+                                        model_id: model.model_id.clone(),
+                                    },
+                                    rows: DocRows::default(),
+                                }),
+                            })
+                            .collect()
+                    });
+                let (good, bad): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
+                StageClock::add(&clock.prepare, t);
+                let bad: Vec<DocResult> = bad.into_iter().filter_map(|r| r.err()).collect();
+                if !bad.is_empty() && prep_write_tx.send(WriterMsg::Docs(bad)).is_err() {
+                    return;
+                }
+                let good: Vec<_> = good.into_iter().filter_map(|r| r.ok()).collect();
+                if !good.is_empty() && prep_tx.send(good).is_err() {
+                    return;
+                }
+            }
+        });
+
+        // Bucketer: look-ahead window, sorted and packed under the budget.
+        let padded = &padded;
+        let real = &real;
+        s.spawn(move || {
+            let mut bucketer = Bucketer::new(cfg.batch, |item: &(PreparedDoc, Meta)| item.1.cost);
+            let send = |batches: Vec<Vec<(PreparedDoc, Meta)>>| {
+                for b in batches {
+                    let (r, p) = super::bucket::padding(b.iter().map(|(_, m)| m.cost));
+                    real.fetch_add(r as u64, Ordering::Relaxed);
+                    padded.fetch_add(p as u64, Ordering::Relaxed);
+                    let (docs, meta) = b.into_iter().unzip();
+                    if batch_tx.send(Batch { docs, meta }).is_err() {
+                        return false;
+                    }
+                }
+                true
+            };
+            for items in prep_rx {
+                for item in items {
+                    let t = Instant::now();
+                    let batches = bucketer.push(item);
+                    StageClock::add(&clock.bucket, t);
+                    if !send(batches) {
+                        return;
+                    }
+                }
+            }
+            let t = Instant::now();
+            let batches = bucketer.flush();
+            StageClock::add(&clock.bucket, t);
+            send(batches);
+        });
+
+        // Device workers.
+        for (i, &device) in cfg.devices.iter().enumerate() {
+            let batch_rx = batch_rx.clone();
+            let done_tx = done_tx.clone();
+            let (first_ready, device_reports) = (&first_ready, &device_reports);
+            s.spawn(move || {
+                let ready = ReadyFactory {
+                    inner: factory,
+                    first_ready,
+                };
+                if let Err(e) = device_loop(i, device, &ready, cfg.mode, batch_rx, done_tx) {
+                    tracing::error!("{e}");
+                    device_reports.lock().unwrap()[i].error = Some(e.to_string());
+                }
+            });
+        }
+        drop(batch_rx);
+        drop(done_tx);
+
+        // Decoder: table rows on the rayon pool, overlapped with the devices' next batches.
+        let decode_write_tx = write_tx;
+        let (device_reports, batches_kept) = (&device_reports, &batches_kept);
+        s.spawn(move || {
+            for done in done_rx {
+                let t = Instant::now();
+                {
+                    let mut reports = device_reports.lock().unwrap();
+                    let r = &mut reports[done.device];
+                    r.batches += 1;
+                    r.documents += done.batch.docs.len();
+                    r.seconds += done.seconds;
+                    r.retries += done.retries;
+                }
+                let seconds_nanos = (done.seconds * 1e9) as u64;
+                clock.device.fetch_add(seconds_nanos, Ordering::Relaxed);
+                let results = decode(&done, cfg, model, pool);
+                StageClock::add(&clock.decode, t);
+                if cfg.keep_batches {
+                    batches_kept.lock().unwrap().push(done.batch.docs);
+                }
+                if decode_write_tx.send(WriterMsg::Docs(results)).is_err() {
+                    return;
+                }
+            }
+        });
+
+        // Writer (this thread).
+        write_stage(cfg, writer.as_ref(), write_rx, clock, &progress)
+    });
+    progress.finish_and_clear();
+    let mut report = result?;
+    let end = Instant::now();
+    let ready = first_ready.into_inner().unwrap().unwrap_or(end);
+    report.startup_seconds = ready.duration_since(started).as_secs_f64();
+    report.seconds = end.duration_since(ready).as_secs_f64();
+    report.stages = clock.seconds();
+    report.devices = device_reports.into_inner().unwrap();
+    report.word_pieces = real.load(Ordering::Relaxed) as usize;
+    report.padded_word_pieces = padded.load(Ordering::Relaxed) as usize;
+    report.batches = report.devices.iter().map(|d| d.batches).sum();
+    report.batches_kept = batches_kept.into_inner().unwrap();
+    if report.devices.iter().all(|d| d.error.is_some()) {
+        let errors: Vec<String> = report.devices.iter().filter_map(|d| d.error.clone()).collect();
+        return Err(Error::Device {
+            device: "all".into(),
+            message: format!("no device could run the model: {}", errors.join("; ")),
+        });
+    }
+    Ok(report)
+}
+
+/// Wraps a factory to record when the first replica became ready (the run's clock starts
+/// there, so throughput figures exclude model loading).
+struct ReadyFactory<'a> {
+    inner: &'a dyn BackendFactory,
+    first_ready: &'a Mutex<Option<Instant>>,
+}
+
+impl BackendFactory for ReadyFactory<'_> {
+    fn create(&self, device: Device) -> Result<Box<dyn Backend>> {
+        let backend = self.inner.create(device)?;
+        self.first_ready
+            .lock()
+            .unwrap()
+            .get_or_insert_with(Instant::now);
+        Ok(backend)
+    }
+}
+
+/// Table rows of every document of a processed batch. A document's seconds are its share of
+/// the batch's device time by word pieces.
+fn decode(
+    done: &Done<Meta>,
+    cfg: &PipelineConfig,
+    model: &ModelInfo,
+    pool: &rayon::ThreadPool,
+) -> Vec<DocResult> {
+    let total_pieces: usize = done.batch.meta.iter().map(|m| m.cost.word_pieces).sum();
+    pool.install(|| {
+        done.batch
+            .docs
+            .par_iter()
+            .zip(&done.batch.meta)
+            .zip(&done.outcomes)
+            .map(|((prepared, meta), outcome)| {
+                let doc = &prepared.doc;
+                let (status, reason, rows) = match outcome {
+                    Outcome::Predicted(pred) => match doc_rows(doc, pred, &model.config) {
+                        Ok(rows) => (Status::Ok, None, rows),
+                        Err(e) => (Status::Failed, Some(e.to_string()), DocRows::default()),
+                    },
+                    Outcome::Encoded => (Status::Ok, None, DocRows::default()),
+                    Outcome::Failed(e) => (Status::Failed, Some(e.clone()), DocRows::default()),
+                };
+                let share = meta.cost.word_pieces as f64 / total_pieces.max(1) as f64;
+                DocResult {
+                    unit: meta.unit,
+                    document: DocumentRow {
+                        doc_id: Some(doc.id.clone()),
+                        status,
+                        reason,
+                        source_file: cfg.units[meta.unit].path.to_string_lossy().into_owned(),
+                        source_row: meta.row,
+                        content_hash: Some(meta.content_hash.clone()),
+                        words: doc.word_count() as u32,
+                        word_pieces: prepared.tokens.ids.len() as u32,
+                        mentions: rows.mentions.len() as u32,
+                        entities: rows.entities.len() as u32,
+                        relations: rows.relations.len() as u32,
+                        seconds: done.seconds * share,
+                        model_id: model.model_id.clone(),
+                    },
+                    rows,
+                }
+            })
+            .collect()
+    })
+}
+
+/// Rows of one unit waiting to be written.
+#[derive(Default)]
+struct UnitBuffer {
+    expected: Option<usize>,
+    seen: usize,
+    rows: DocRows,
+    documents: Vec<DocumentRow>,
+    /// Next part number per table, in [`TABLES`] order.
+    next_part: [usize; 4],
+    cleared: bool,
+}
+
+fn write_stage(
+    cfg: &PipelineConfig,
+    writer: Option<&PartWriter>,
+    rx: Receiver<WriterMsg>,
+    clock: &StageClock,
+    progress: &indicatif::ProgressBar,
+) -> Result<Report> {
+    let rows_per_part = cfg.output.as_ref().map_or(usize::MAX, |o| o.rows_per_part);
+    let mut units: HashMap<usize, UnitBuffer> = HashMap::new();
+    let mut report = Report::default();
+    let mut first_error: Option<Error> = None;
+    for msg in rx {
+        let t = Instant::now();
+        let mut touched = Vec::new();
+        match msg {
+            WriterMsg::UnitEnd { unit, rows, error } => {
+                if let Some(e) = error {
+                    report
+                        .unit_errors
+                        .push(format!("{}: {e}", cfg.units[unit].path.display()));
+                }
+                units.entry(unit).or_default().expected = Some(rows);
+                touched.push(unit);
+            }
+            WriterMsg::Docs(docs) => {
+                for d in docs {
+                    count(&mut report, &d);
+                    progress.inc(1);
+                    if !touched.contains(&d.unit) {
+                        touched.push(d.unit);
+                    }
+                    let buf = units.entry(d.unit).or_default();
+                    buf.seen += 1;
+                    buf.rows.mentions.extend(d.rows.mentions);
+                    buf.rows.entities.extend(d.rows.entities);
+                    buf.rows.relations.extend(d.rows.relations);
+                    buf.documents.push(d.document);
+                }
+            }
+        }
+        for unit in touched {
+            let buf = units.get_mut(&unit).expect("unit buffer exists");
+            let complete = buf.expected == Some(buf.seen);
+            if let Some(w) = writer {
+                if let Err(e) = flush_unit(w, &cfg.units[unit], buf, rows_per_part, complete) {
+                    tracing::error!("writing unit {}: {e}", cfg.units[unit].path.display());
+                    first_error.get_or_insert(e);
+                }
+            }
+            if complete {
+                let done = units.remove(&unit).expect("unit buffer exists");
+                for (n, total) in done.next_part.iter().zip(&mut report.parts) {
+                    *total += n;
+                }
+                tracing::info!(
+                    unit = %cfg.units[unit].path.display(),
+                    documents = done.seen,
+                    "unit done"
+                );
+            }
+        }
+        StageClock::add(&clock.write, t);
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    if !units.is_empty() {
+        let open: Vec<String> = units
+            .keys()
+            .map(|&u| cfg.units[u].path.display().to_string())
+            .collect();
+        return Err(Error::Config(format!(
+            "the pipeline stopped before finishing units: {}",
+            open.join(", ")
+        )));
+    }
+    Ok(report)
+}
+
+fn count(report: &mut Report, d: &DocResult) {
+    report.documents += 1;
+    match d.document.status {
+        Status::Ok => report.ok += 1,
+        Status::Rejected => report.rejected += 1,
+        Status::Failed => report.failed += 1,
+    }
+    report.words += d.document.words as usize;
+    report.mentions += d.rows.mentions.len();
+    report.entities += d.rows.entities.len();
+    report.relations += d.rows.relations.len();
+    for r in &d.rows.relations {
+        let pos = report.examples.partition_point(|e| e.score >= r.score);
+        if pos < EXAMPLES {
+            report.examples.insert(pos, r.clone());
+            report.examples.truncate(EXAMPLES);
+        }
+    }
+}
+
+/// Writes the full parts of a unit's buffers, and everything left when the unit is complete.
+/// Before the first part of a unit, parts left by an earlier run of the same unit are removed,
+/// so a rerun replaces a unit's output instead of mixing with it.
+fn flush_unit(
+    w: &PartWriter,
+    unit: &Unit,
+    buf: &mut UnitBuffer,
+    rows_per_part: usize,
+    complete: bool,
+) -> Result<()> {
+    let pending = [
+        buf.rows.mentions.len(),
+        buf.rows.entities.len(),
+        buf.rows.relations.len(),
+        buf.documents.len(),
+    ];
+    let due = |n: usize| n >= rows_per_part || (complete && n > 0);
+    if !pending.iter().any(|&n| due(n)) {
+        return Ok(());
+    }
+    if !buf.cleared {
+        for t in TABLES {
+            remove_parts(&w.root().join(t), &unit.hash)?;
+        }
+        buf.cleared = true;
+    }
+    write_table(w, schema::MENTIONS, unit, &mut buf.rows.mentions, &mut buf.next_part[0], rows_per_part, complete)?;
+    write_table(w, schema::ENTITIES, unit, &mut buf.rows.entities, &mut buf.next_part[1], rows_per_part, complete)?;
+    write_table(w, schema::RELATIONS, unit, &mut buf.rows.relations, &mut buf.next_part[2], rows_per_part, complete)?;
+    write_table(w, schema::DOCUMENTS, unit, &mut buf.documents, &mut buf.next_part[3], rows_per_part, complete)?;
+    Ok(())
+}
+
+fn write_table<R: TableRow>(
+    w: &PartWriter,
+    table: &str,
+    unit: &Unit,
+    rows: &mut Vec<R>,
+    next: &mut usize,
+    rows_per_part: usize,
+    complete: bool,
+) -> Result<()> {
+    while rows.len() >= rows_per_part || (complete && !rows.is_empty()) {
+        let take = rows.len().min(rows_per_part);
+        let part: Vec<R> = rows.drain(..take).collect();
+        let batch = record_batch(&part)?;
+        w.write(table, &format!("part-{}-{:05}", unit.hash, *next), &batch)?;
+        *next += 1;
+    }
+    Ok(())
+}
+
+fn remove_parts(dir: &Path, unit_hash: &str) -> Result<()> {
+    let prefix = format!("part-{unit_hash}-");
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        let stale = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&prefix));
+        if stale {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn progress_bar(enabled: bool, total: usize) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} documents  {per_sec}  ETA {eta}  {msg}",
+        )
+        .expect("static template"),
+    );
+    bar
+}

@@ -1,0 +1,215 @@
+//! Input tables written by jerex itself: the sample corpus (`data/sample/*.parquet`, generated
+//! from the committed `*.jsonl` text source next to it) and Parquet copies of other corpora
+//! (the benchmark converts DocRED JSON at run time).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, ListBuilder, StringArray, StringBuilder};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+use serde::Deserialize;
+
+use crate::corpus::Document;
+use crate::error::{Error, Result};
+use crate::schema;
+
+/// Rows per row group of written input tables: small groups give work units to split on.
+const ROWS_PER_GROUP: usize = 128;
+
+/// Writes `docs` as an input table (`schemas/documents_input.json`): the text of documents that
+/// have one, else their pre-tokenized sentences. Written to a temporary name and renamed, so a
+/// concurrent reader never sees half a file.
+pub fn write_input_parquet(path: &Path, docs: &[Document]) -> Result<()> {
+    let schema = schema::table(schema::DOCUMENTS_INPUT).arrow_schema();
+    let ids: ArrayRef = Arc::new(StringArray::from_iter_values(
+        docs.iter().map(|d| d.id.as_str()),
+    ));
+    let text: ArrayRef = Arc::new(
+        docs.iter()
+            .map(|d| d.text.as_deref())
+            .collect::<StringArray>(),
+    );
+    let mut sentences = ListBuilder::new(ListBuilder::new(StringBuilder::new()));
+    for d in docs {
+        if d.text.is_some() {
+            sentences.append(false);
+            continue;
+        }
+        for s in &d.sentences {
+            for w in s {
+                sentences.values().values().append_value(&w.text);
+            }
+            sentences.values().append(true);
+        }
+        sentences.append(true);
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "id" => Ok(ids.clone()),
+            "text" => Ok(text.clone()),
+            "sentences" => Ok(Arc::new(sentences.finish_cloned()) as ArrayRef),
+            other => Err(Error::Config(format!(
+                "input table column {other} has no writer in engine::sample"
+            ))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    let pq_err = |e: parquet::errors::ParquetError| Error::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+    let props = WriterProperties::builder()
+        .set_max_row_group_size(ROWS_PER_GROUP)
+        .set_created_by(format!("jerex {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut w = ArrowWriter::try_new(tmp.as_file(), schema, Some(props)).map_err(pq_err)?;
+    w.write(&batch).map_err(pq_err)?;
+    w.close().map_err(pq_err)?;
+    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
+/// One line of a sample corpus source: `{"id": ..., "text": ...}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceLine {
+    id: String,
+    text: String,
+}
+
+/// Reads a JSON-lines text source into documents with text only (segmentation happens when the
+/// Parquet is read, like for any text input).
+pub fn read_jsonl(path: &Path) -> Result<Vec<Document>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            let s: SourceLine = serde_json::from_str(line).map_err(|e| Error::BadRow {
+                path: path.to_path_buf(),
+                row: i,
+                message: e.to_string(),
+            })?;
+            Ok(Document {
+                id: s.id,
+                text: Some(s.text),
+                sentences: Vec::new(),
+                gold: None,
+            })
+        })
+        .collect()
+}
+
+/// The text source a generated input file is made from: `NAME.jsonl` next to `NAME.parquet`.
+pub fn source_of(parquet: &Path) -> PathBuf {
+    parquet.with_extension("jsonl")
+}
+
+/// Generates `parquet` from its `.jsonl` source when the Parquet file is missing and the source
+/// exists. Returns whether it wrote the file.
+pub fn ensure_generated(parquet: &Path) -> Result<bool> {
+    let source = source_of(parquet);
+    if parquet.exists() || !source.is_file() {
+        return Ok(false);
+    }
+    write_input_parquet(parquet, &read_jsonl(&source)?)?;
+    tracing::info!("generated {} from {}", parquet.display(), source.display());
+    Ok(true)
+}
+
+/// Writes DocRED JSON (`corpus::docred`) as a pre-tokenized input table, unless `out` exists and
+/// is newer than the source. Used by the benchmark so the shared data is never copied into the
+/// repository.
+pub fn docred_to_parquet(json: &Path, out: &Path) -> Result<()> {
+    let fresh = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(o), Some(j)) = (fresh(out), fresh(json)) {
+        if o >= j {
+            return Ok(());
+        }
+    }
+    let mut docs = crate::corpus::docred::read_docred(json)?;
+    for d in &mut docs {
+        d.text = None;
+        d.gold = None;
+    }
+    write_input_parquet(out, &docs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::parquet::{open, InputColumns};
+    use crate::corpus::Word;
+
+    #[test]
+    fn written_inputs_read_back_with_the_corpus_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.parquet");
+        let word = |w: &str| Word {
+            text: w.into(),
+            chars: None,
+        };
+        let docs = vec![
+            Document {
+                id: "t".into(),
+                text: Some("Ann met Bo in Rome. They ate.".into()),
+                ..Default::default()
+            },
+            Document {
+                id: "s".into(),
+                text: None,
+                sentences: vec![vec![word("Cy"), word("ran"), word(".")], vec![word("Ok")]],
+                gold: None,
+            },
+        ];
+        write_input_parquet(&path, &docs).unwrap();
+        let rows: Vec<_> = open(&path, &InputColumns::default())
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(rows.len(), 2);
+        let t = rows[0].doc.as_ref().unwrap();
+        assert_eq!(t.text.as_deref(), docs[0].text.as_deref());
+        assert!(t.word_count() >= 8);
+        let s = rows[1].doc.as_ref().unwrap();
+        assert_eq!(s.sentences, docs[1].sentences);
+    }
+
+    #[test]
+    fn the_committed_sample_corpus_matches_its_source() {
+        let parquet = crate::paths::repo_root().join("data/sample/sample.parquet");
+        let source = read_jsonl(&source_of(&parquet)).unwrap();
+        assert!(source.len() >= 20, "about 20 sample documents");
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("sample.parquet");
+        std::fs::copy(source_of(&parquet), source_of(&fresh)).unwrap();
+        assert!(ensure_generated(&fresh).unwrap());
+        assert!(
+            !ensure_generated(&fresh).unwrap(),
+            "generated only when missing"
+        );
+        let read = |p: &Path| -> Vec<_> {
+            open(p, &InputColumns::default())
+                .unwrap()
+                .map(|r| r.unwrap().doc.unwrap())
+                .collect()
+        };
+        let generated = read(&fresh);
+        assert_eq!(generated.len(), source.len());
+        if parquet.exists() {
+            assert_eq!(
+                read(&parquet),
+                generated,
+                "data/sample/sample.parquet is stale"
+            );
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Evaluation: strict end-to-end metrics ([`metrics`]), threshold tuning ([`tune`]) and the
+//! `jerex eval` command.
+//!
+//! `jerex eval --model DIR --data FILE` predicts every document of a labelled DocRED-format file
+//! end to end and, for the per-task scores, three more times from gold inputs (gold mentions,
+//! gold clusters, gold entities). It prints the JSON summary ([`Report`]) on stdout and a table
+//! on stderr. With several devices each loads its own copy of the model and takes every n-th
+//! batch.
+
+pub mod metrics;
+pub mod tune;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use tch::Device;
+
+use crate::corpus::docred::read_docred;
+use crate::corpus::Document;
+use crate::device::{check_available, parse_devices, Precision};
+use crate::error::{Error, Result};
+use crate::model::{DocPrediction, GoldInput, JerexModel, PreparedDoc, Thresholds};
+use crate::paths;
+use crate::tokenize::WordPieceTokenizer;
+
+pub use metrics::{Counts, Evaluator, GoldTask, Prf, Report, Scores};
+
+/// `jerex eval`: strict scores of a model on a labelled file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// Model folder (config.json, model.safetensors, tokenizer.json); default: the shipped model.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Labelled DocRED-format JSON file.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Documents per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Devices: `cpu`, `cuda:0`, `cuda:0,cuda:1`, `cuda:all`.
+    #[arg(long, default_value = "cpu")]
+    pub devices: String,
+    /// Encoder precision on GPUs: fp32, bf16 or fp16 (CPU always runs fp32).
+    #[arg(long, default_value = "fp32")]
+    pub precision: Precision,
+}
+
+/// Runs `jerex eval`: JSON on stdout, table on stderr.
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let dir = args.model.clone().unwrap_or_else(paths::default_model_dir);
+    let devices = parse_devices(&args.devices)?;
+    check_available(&devices)?;
+    let docs = read_docred(&args.data)?;
+    let start = Instant::now();
+    let scores = evaluate_folder(&dir, &devices, args.precision, docs, args.batch_size)?;
+    let scores = Scores {
+        seconds: start.elapsed().as_secs_f64(),
+        ..scores
+    };
+    eprint!("{}", scores.table());
+    println!("{}", report_json(&scores)?);
+    Ok(())
+}
+
+/// The JSON summary as one line.
+pub fn report_json(scores: &Scores) -> Result<String> {
+    serde_json::to_string(&scores.report()).map_err(|e| Error::Config(e.to_string()))
+}
+
+/// Word pieces and candidates of each document, computed in parallel, in document order.
+pub fn prepare_docs(
+    docs: Vec<Document>,
+    tokenizer: &WordPieceTokenizer,
+    max_span_words: usize,
+) -> Vec<PreparedDoc> {
+    docs.into_par_iter()
+        .map(|doc| PreparedDoc::new(doc, tokenizer, max_span_words))
+        .collect()
+}
+
+/// Batches of at most `batch_size` documents of similar length (indices into `docs`), so
+/// padding in a batch stays small. Deterministic.
+pub fn length_batches(docs: &[PreparedDoc], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..docs.len()).collect();
+    order.sort_by_key(|&i| (docs[i].piece_count(), i));
+    order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
+/// Predictions for every document (in document order), `gold` stages taken from the gold.
+pub fn predict_all(
+    model: &JerexModel,
+    docs: &[PreparedDoc],
+    thresholds: &Thresholds,
+    gold: GoldInput,
+    batch_size: usize,
+) -> Result<Vec<DocPrediction>> {
+    let mut out = vec![DocPrediction::default(); docs.len()];
+    for batch in length_batches(docs, batch_size) {
+        let inputs: Vec<PreparedDoc> = batch.iter().map(|&i| docs[i].clone()).collect();
+        for (i, p) in batch
+            .into_iter()
+            .zip(model.predict_from(&inputs, thresholds, gold)?)
+        {
+            out[i] = p;
+        }
+    }
+    Ok(out)
+}
+
+/// Which predictions [`evaluate`] makes and scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// End to end only (validation during training).
+    EndToEnd,
+    /// End to end and the three gold-input tasks.
+    Full,
+}
+
+const GOLD_TASKS: [(GoldInput, GoldTask); 3] = [
+    (GoldInput::Mentions, GoldTask::Coreference),
+    (GoldInput::Clusters, GoldTask::Entity),
+    (GoldInput::Entities, GoldTask::Relation),
+];
+
+/// The predictions `scope` asks for, per document of `batch`: end to end first, then one per
+/// gold task.
+fn predict_scope(
+    model: &JerexModel,
+    docs: &[PreparedDoc],
+    batch: &[usize],
+    scope: Scope,
+) -> Result<Vec<Vec<DocPrediction>>> {
+    let inputs: Vec<PreparedDoc> = batch.iter().map(|&i| docs[i].clone()).collect();
+    let thresholds = model.config().thresholds;
+    let mut levels = vec![GoldInput::None];
+    if scope == Scope::Full {
+        levels.extend(GOLD_TASKS.iter().map(|(level, _)| *level));
+    }
+    let mut per_doc: Vec<Vec<DocPrediction>> = vec![Vec::new(); batch.len()];
+    for level in levels {
+        for (slot, p) in per_doc
+            .iter_mut()
+            .zip(model.predict_from(&inputs, &thresholds, level)?)
+        {
+            slot.push(p);
+        }
+    }
+    Ok(per_doc)
+}
+
+fn score(
+    evaluator: &mut Evaluator,
+    doc: &Document,
+    predictions: &[DocPrediction],
+) -> Result<()> {
+    let (end_to_end, gold_input) = predictions
+        .split_first()
+        .ok_or_else(|| Error::Config("no prediction to score".into()))?;
+    evaluator.add(doc, end_to_end)?;
+    for ((_, task), p) in GOLD_TASKS.iter().zip(gold_input) {
+        evaluator.add_gold_input(*task, doc, p)?;
+    }
+    Ok(())
+}
+
+/// Scores a loaded model on prepared documents with its configured thresholds. `seconds` is
+/// the wall time of the call.
+pub fn evaluate(
+    model: &JerexModel,
+    docs: &[PreparedDoc],
+    batch_size: usize,
+    scope: Scope,
+) -> Result<Scores> {
+    let start = Instant::now();
+    let mut evaluator = Evaluator::new(model.config());
+    for batch in length_batches(docs, batch_size) {
+        let predictions = predict_scope(model, docs, &batch, scope)?;
+        for (&i, p) in batch.iter().zip(&predictions) {
+            score(&mut evaluator, &docs[i].doc, p)?;
+        }
+    }
+    Ok(evaluator.finish(start.elapsed().as_secs_f64()))
+}
+
+/// Full evaluation of a model folder on `devices`: each device loads the model and predicts
+/// every `devices.len()`-th batch; scores are accumulated in document order afterwards.
+pub fn evaluate_folder(
+    dir: &std::path::Path,
+    devices: &[Device],
+    precision: Precision,
+    docs: Vec<Document>,
+    batch_size: usize,
+) -> Result<Scores> {
+    let start = Instant::now();
+    let first = JerexModel::load(dir, devices[0], precision)?;
+    let prepared = prepare_docs(
+        docs,
+        &first.tokenizer,
+        first.config.heads.max_span_words,
+    );
+    let batches = length_batches(&prepared, batch_size);
+    let mut evaluator = Evaluator::new(&first.config);
+    let shares: Vec<Result<Vec<(usize, Vec<DocPrediction>)>>> = std::thread::scope(|scope| {
+        let prepared = &prepared;
+        let batches = &batches;
+        let mut first = Some(first);
+        let handles: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(k, &device)| {
+                let preloaded = first.take();
+                scope.spawn(move || -> Result<Vec<(usize, Vec<DocPrediction>)>> {
+                    let loaded = match preloaded {
+                        Some(l) => l,
+                        None => JerexModel::load(dir, device, precision)?,
+                    };
+                    let mut out = Vec::new();
+                    for batch in batches.iter().skip(k).step_by(devices.len()) {
+                        let predictions =
+                            predict_scope(&loaded.model, prepared, batch, Scope::Full)?;
+                        out.extend(batch.iter().copied().zip(predictions));
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Config("an evaluation worker panicked".into())))
+            })
+            .collect()
+    });
+    let mut predictions: Vec<Option<Vec<DocPrediction>>> = vec![None; prepared.len()];
+    for share in shares {
+        for (i, p) in share? {
+            predictions[i] = Some(p);
+        }
+    }
+    for (doc, p) in prepared.iter().zip(predictions) {
+        let p = p.ok_or_else(|| Error::BadDocument {
+            doc: doc.doc.id.clone(),
+            message: "was not predicted".into(),
+        })?;
+        score(&mut evaluator, &doc.doc, &p)?;
+    }
+    Ok(evaluator.finish(start.elapsed().as_secs_f64()))
+}

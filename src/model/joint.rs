@@ -1,0 +1,798 @@
+//! The joint JEREX model: one encoder pass for a batch of documents, then mention localization,
+//! coreference, entity classification and relation classification, each head run once over
+//! all documents of the batch with flat index arrays built on the host. Training (`loss`) and
+//! inference (`predict`) share the same heads; inference decodes per document.
+//!
+//! Host/device traffic at inference: index arrays go over once per stage, and the host waits
+//! three times per batch (mention scores, coreference scores, final entity/relation scores).
+
+use tch::{nn, Device, Kind, Reduction, Tensor};
+
+use crate::corpus::{Annotations, Span};
+use crate::device::Precision;
+use crate::encoder::{Encoder, SpecialIds};
+use crate::error::{Error, Result};
+use crate::model::cluster::complete_linkage;
+use crate::model::config::{ModelConfig, Thresholds};
+use crate::model::coref::CoreferenceResolution;
+use crate::model::entity::{entity_reprs, EntityClassification};
+use crate::model::input::{cat_rows, chunk_starts, clamp_index, index_tensor, PreparedDoc};
+use crate::model::mention::MentionLocalization;
+use crate::model::pool::RangeMax;
+use crate::model::prediction::{DocPrediction, PredEntity, PredMention, PredRelation};
+use crate::model::relation::{
+    MentionPairs, MentionPlace, RelationClassifier, RelationInput, RelationOutput,
+};
+use crate::train::sample::DocSample;
+
+/// Default budget for one chunk's `[rows, H]` temporaries in the pair heads and span pooling:
+/// 16 M floats (64 MB fp32) per tensor.
+pub const DEFAULT_CHUNK_ELEMENTS: i64 = 1 << 24;
+
+/// The joint training loss and its terms (reference 3.9). Terms without samples are 0.
+#[derive(Debug)]
+pub struct Losses {
+    pub mention: Tensor,
+    pub coref: Tensor,
+    pub entity: Tensor,
+    pub relation: Tensor,
+    /// `mention + coref + 0.25 entity + relation`.
+    pub total: Tensor,
+}
+
+/// Which stages take the document's gold annotations instead of the model's own predictions,
+/// for the per-task "gold input" evaluation. Each level includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum GoldInput {
+    /// End to end: everything predicted.
+    #[default]
+    None,
+    /// Gold mentions (score 1); clusters, types and relations predicted.
+    Mentions,
+    /// Gold mentions and clusters (coref score 1); types and relations predicted.
+    Clusters,
+    /// Gold mentions, clusters and types (type score 1); only relations predicted.
+    Entities,
+}
+
+pub struct JerexModel {
+    encoder: Encoder,
+    mention: MentionLocalization,
+    coref: CoreferenceResolution,
+    entity: EntityClassification,
+    relation: RelationClassifier,
+    config: ModelConfig,
+    hidden: i64,
+    chunk_elements: i64,
+}
+
+/// One document's mentions and clusters while a batch is decoded. Mentions are in the output
+/// order, `(start, end)`; coreference scores each unordered pair once as (earlier, later) in
+/// that order, the direction the training sampler uses.
+struct DocState {
+    mentions: Vec<Span>,
+    mention_scores: Vec<f32>,
+    /// Indices into `mentions`, ascending; clusters ordered by first mention.
+    clusters: Vec<Vec<usize>>,
+    coref_scores: Vec<f32>,
+    /// Gold type indices, when given.
+    types: Option<Vec<i64>>,
+}
+
+/// The encoded batch.
+struct Batch<'a> {
+    docs: &'a [PreparedDoc],
+    /// Row offset of each document in the flat token axis.
+    offsets: Vec<usize>,
+    pool: RangeMax,
+}
+
+impl Batch<'_> {
+    /// Word-piece range of a span of document `d` in the flat token axis.
+    fn pieces(&self, d: usize, span: Span) -> (usize, usize) {
+        let (s, e) = self.docs[d].pieces(span);
+        (self.offsets[d] + s, self.offsets[d] + e)
+    }
+
+    fn place(&self, d: usize, span: Span) -> MentionPlace {
+        MentionPlace {
+            words: span,
+            pieces: self.pieces(d, span),
+        }
+    }
+}
+
+impl JerexModel {
+    /// Creates every parameter under `p` with the reference's checkpoint names: the encoder under
+    /// `bert.`, the heads under `mention_localization.`, `coreference_resolution.`,
+    /// `entity_classification.`, `relation_classification.` (and `entity_pair_representation.`
+    /// for GRC).
+    pub fn new(
+        p: &nn::Path,
+        cfg: &ModelConfig,
+        specials: SpecialIds,
+        precision: Precision,
+    ) -> Result<JerexModel> {
+        check_config(cfg)?;
+        let hidden = cfg.encoder.hidden_size;
+        let heads = &cfg.heads;
+        let n_et = cfg.entity_types.len() as i64;
+        let n_rt = cfg.relation_types.len() as i64;
+        Ok(JerexModel {
+            encoder: Encoder::new(p / "bert", &cfg.encoder, specials, cfg.window, precision)?,
+            mention: MentionLocalization::new(p / "mention_localization", hidden, heads),
+            coref: CoreferenceResolution::new(p / "coreference_resolution", hidden, heads),
+            entity: EntityClassification::new(
+                p / "entity_classification",
+                hidden,
+                n_et,
+                heads.dropout,
+            ),
+            relation: RelationClassifier::new(p, hidden, heads, n_et, n_rt),
+            config: cfg.clone(),
+            hidden,
+            chunk_elements: DEFAULT_CHUNK_ELEMENTS,
+        })
+    }
+
+    /// Sets the per-chunk element budget of the pair heads (smaller saves memory, costs speed).
+    pub fn with_chunk_elements(mut self, elements: i64) -> JerexModel {
+        self.chunk_elements = elements.max(1);
+        self
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    pub fn device(&self) -> Device {
+        self.encoder.device()
+    }
+
+    fn chunk_rows(&self) -> i64 {
+        (self.chunk_elements / self.hidden).max(1)
+    }
+
+    /// End-to-end predictions for a batch of documents (one per document, in order).
+    pub fn predict(
+        &self,
+        docs: &[PreparedDoc],
+        thresholds: &Thresholds,
+    ) -> Result<Vec<DocPrediction>> {
+        self.predict_from(docs, thresholds, GoldInput::None)
+    }
+
+    /// Predictions with the stages up to `gold` taken from each document's gold annotations
+    /// (an error when a document has none, or names an unknown entity type).
+    pub fn predict_from(
+        &self,
+        docs: &[PreparedDoc],
+        thresholds: &Thresholds,
+        gold: GoldInput,
+    ) -> Result<Vec<DocPrediction>> {
+        tch::no_grad(|| self.run_predict(docs, thresholds, gold))
+    }
+
+    fn encode<'a>(&self, docs: &'a [PreparedDoc], train: bool) -> Batch<'a> {
+        let ids: Vec<Vec<i64>> = docs.iter().map(PreparedDoc::piece_ids).collect();
+        let refs: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
+        let encoded = self.encoder.encode(&refs, train);
+        // Contexts may span a whole document, so the table covers the longest one.
+        let longest = docs.iter().map(PreparedDoc::piece_count).max().unwrap_or(0);
+        Batch {
+            docs,
+            pool: RangeMax::new(&encoded.states, longest),
+            offsets: encoded.offsets,
+        }
+    }
+
+    fn run_predict(
+        &self,
+        docs: &[PreparedDoc],
+        thresholds: &Thresholds,
+        gold: GoldInput,
+    ) -> Result<Vec<DocPrediction>> {
+        let batch = self.encode(docs, false);
+        let device = self.device();
+
+        // Mentions.
+        let mut states: Vec<DocState> = if gold >= GoldInput::Mentions {
+            docs.iter()
+                .map(|d| gold_state(d, &self.config, gold))
+                .collect::<Result<_>>()?
+        } else {
+            self.detect_mentions(&batch, thresholds.mention)?
+        };
+        let mention_offsets = prefix_sums(states.iter().map(|s| s.mentions.len()));
+        let places: Vec<MentionPlace> = states
+            .iter()
+            .enumerate()
+            .flat_map(|(d, s)| s.mentions.iter().map(move |&m| (d, m)))
+            .map(|(d, m)| batch.place(d, m))
+            .collect();
+        let mention_reprs = self.pool_ranges(&batch.pool, &places);
+
+        // Coreference and clustering.
+        if gold < GoldInput::Clusters {
+            self.cluster(
+                &batch,
+                &mut states,
+                &mention_reprs,
+                &mention_offsets,
+                thresholds.coref,
+            )?;
+        }
+
+        // Entities.
+        let entity_offsets = prefix_sums(states.iter().map(|s| s.clusters.len()));
+        let clusters: Vec<Vec<usize>> = states
+            .iter()
+            .zip(&mention_offsets)
+            .flat_map(|(s, &off)| s.clusters.iter().map(move |c| shift(c, off)))
+            .collect();
+        let entity_reprs = self.entity_reprs(&mention_reprs, &clusters, false);
+        let entity_logits = self.entity.logits(&entity_reprs, false);
+        let entity_probs = entity_logits.softmax(-1, Kind::Float);
+        let types = if gold >= GoldInput::Entities {
+            let given: Vec<i64> = states
+                .iter()
+                .flat_map(|s| s.types.iter().flatten().copied())
+                .collect();
+            index_tensor(&given, device)
+        } else {
+            entity_logits.argmax(-1, false)
+        };
+
+        // Relations: every ordered pair of distinct entities of a document, (i, j) then (j, i).
+        let mut entity_pairs = Vec::new();
+        let mut pair_offsets = vec![0];
+        for (s, &off) in states.iter().zip(&entity_offsets) {
+            let n = s.clusters.len();
+            for i in 0..n {
+                for j in (i + 1)..n {
+                    entity_pairs.push((off + i, off + j));
+                    entity_pairs.push((off + j, off + i));
+                }
+            }
+            pair_offsets.push(entity_pairs.len());
+        }
+        let mention_pairs = MentionPairs::build(&places, &clusters, &entity_pairs);
+        let RelationOutput { logits, wins } = self.relation.forward(
+            &RelationInput {
+                pool: &batch.pool,
+                mention_reprs: &mention_reprs,
+                entity_reprs: &entity_reprs,
+                entity_types: &types,
+                entity_pairs: &entity_pairs,
+                mention_pairs: &mention_pairs,
+            },
+            false,
+            self.chunk_rows(),
+        );
+
+        // The final wait: everything left comes to the host at once.
+        let entity_probs = host_f32(&entity_probs)?;
+        let types = host_i64(&types)?;
+        let rel_probs = host_f32(&logits.sigmoid())?;
+        let wins = wins.map(|w| host_i64(&w)).transpose()?;
+        let evidence = self.relation.evidence(&mention_pairs, wins.as_deref());
+
+        let n_et = self.config.entity_types.len();
+        let n_rt = self.config.relation_types.len();
+        let mut out = Vec::with_capacity(docs.len());
+        for (d, s) in states.into_iter().enumerate() {
+            let (m_off, e_off) = (mention_offsets[d], entity_offsets[d]);
+            let mentions = s
+                .mentions
+                .iter()
+                .zip(&s.mention_scores)
+                .map(|(&span, &score)| PredMention { span, score })
+                .collect();
+            let entities = s
+                .clusters
+                .iter()
+                .zip(&s.coref_scores)
+                .enumerate()
+                .map(|(i, (c, &coref_score))| {
+                    let e = e_off + i;
+                    let entity_type = types[e] as usize;
+                    let type_score = if gold >= GoldInput::Entities {
+                        1.0
+                    } else {
+                        entity_probs[e * n_et + entity_type]
+                    };
+                    PredEntity {
+                        mentions: c.clone(),
+                        entity_type,
+                        type_score,
+                        coref_score,
+                    }
+                })
+                .collect();
+            let mut relations = Vec::new();
+            for r in pair_offsets[d]..pair_offsets[d + 1] {
+                let (h, t) = entity_pairs[r];
+                let p = evidence[r];
+                let ev = (mention_pairs.head[p] - m_off, mention_pairs.tail[p] - m_off);
+                for (relation, &score) in rel_probs[r * n_rt..(r + 1) * n_rt].iter().enumerate() {
+                    if score >= thresholds.relation {
+                        relations.push(PredRelation {
+                            head: h - e_off,
+                            tail: t - e_off,
+                            relation,
+                            score,
+                            evidence: ev,
+                        });
+                    }
+                }
+            }
+            relations.sort_by_key(|r| (r.head, r.tail, r.relation));
+            out.push(DocPrediction {
+                mentions,
+                entities,
+                relations,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Scores every candidate span; keeps those at or above `threshold`, per document in
+    /// `(start, end)` order.
+    fn detect_mentions(&self, batch: &Batch, threshold: f32) -> Result<Vec<DocState>> {
+        let mut places = Vec::new();
+        let mut sizes = Vec::new();
+        let size_count = self.mention.size_count();
+        for (d, doc) in batch.docs.iter().enumerate() {
+            for &span in &doc.candidates {
+                places.push(batch.place(d, span));
+                sizes.push(clamp_index(span.len(), size_count));
+            }
+        }
+        let logits = self.mention_logits(&batch.pool, &places, &sizes, false);
+        let probs = host_f32(&logits.sigmoid())?;
+        let mut at = 0;
+        let mut states = Vec::with_capacity(batch.docs.len());
+        for doc in batch.docs {
+            let n = doc.candidates.len();
+            let mut kept: Vec<(Span, f32)> = doc
+                .candidates
+                .iter()
+                .zip(&probs[at..at + n])
+                .filter(|&(_, &p)| p >= threshold)
+                .map(|(&s, &p)| (s, p))
+                .collect();
+            at += n;
+            kept.sort_by_key(|(s, _)| (s.start, s.end));
+            states.push(DocState {
+                mentions: kept.iter().map(|k| k.0).collect(),
+                mention_scores: kept.iter().map(|k| k.1).collect(),
+                clusters: Vec::new(),
+                coref_scores: Vec::new(),
+                types: None,
+            });
+        }
+        Ok(states)
+    }
+
+    /// Mention logits `[N]` of spans (pooled in chunks under the memory budget).
+    fn mention_logits(
+        &self,
+        pool: &RangeMax,
+        places: &[MentionPlace],
+        sizes: &[i64],
+        train: bool,
+    ) -> Tensor {
+        let device = self.device();
+        let sizes = index_tensor(sizes, device);
+        let chunks: Vec<Tensor> = chunk_starts(places.len() as i64, self.chunk_rows())
+            .map(|(start, len)| {
+                let reprs = self.pool_ranges(pool, &places[start as usize..(start + len) as usize]);
+                self.mention
+                    .logits(&reprs, &sizes.narrow(0, start, len), train)
+            })
+            .collect();
+        cat_rows(&chunks, &[0], Kind::Float, device)
+    }
+
+    /// `[N, H]` max-pooled representations of the spans' word pieces.
+    fn pool_ranges(&self, pool: &RangeMax, places: &[MentionPlace]) -> Tensor {
+        let ranges: Vec<(usize, usize)> = places.iter().map(|p| p.pieces).collect();
+        pool.query(&ranges)
+    }
+
+    /// Scores each document's mention pairs `(i, j)`, `i < j`, and clusters them.
+    fn cluster(
+        &self,
+        batch: &Batch,
+        states: &mut [DocState],
+        mention_reprs: &Tensor,
+        mention_offsets: &[usize],
+        threshold: f32,
+    ) -> Result<()> {
+        let ed_count = self.coref.ed_count();
+        let (mut first, mut second, mut eds) = (Vec::new(), Vec::new(), Vec::new());
+        for (d, s) in states.iter().enumerate() {
+            let doc = &batch.docs[d].doc;
+            let phrases: Vec<String> = s.mentions.iter().map(|&m| doc.phrase(m)).collect();
+            let off = mention_offsets[d] as i64;
+            for i in 0..phrases.len() {
+                for j in (i + 1)..phrases.len() {
+                    first.push(off + i as i64);
+                    second.push(off + j as i64);
+                    eds.push(clamp_index(
+                        strsim::levenshtein(&phrases[i], &phrases[j]),
+                        ed_count,
+                    ));
+                }
+            }
+        }
+        let device = self.device();
+        let logits = self.coref.logits(
+            mention_reprs,
+            &index_tensor(&first, device),
+            &index_tensor(&second, device),
+            &index_tensor(&eds, device),
+            false,
+            self.chunk_rows(),
+        );
+        let probs = host_f32(&logits.sigmoid())?;
+        let mut at = 0;
+        for s in states.iter_mut() {
+            let n = s.mentions.len();
+            let condensed = &probs[at..at + n * n.saturating_sub(1) / 2];
+            at += condensed.len();
+            s.clusters = complete_linkage(n, condensed, threshold);
+            s.coref_scores = s
+                .clusters
+                .iter()
+                .map(|c| mean_pair_prob(n, c, condensed))
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// `[E, H]` entity representations (max over each cluster's mention rows, with dropout).
+    fn entity_reprs(&self, mention_reprs: &Tensor, clusters: &[Vec<usize>], train: bool) -> Tensor {
+        let device = self.device();
+        let mut member_mention = Vec::new();
+        let mut member_entity = Vec::new();
+        for (e, c) in clusters.iter().enumerate() {
+            for &m in c {
+                member_mention.push(m as i64);
+                member_entity.push(e as i64);
+            }
+        }
+        entity_reprs(
+            mention_reprs,
+            &index_tensor(&member_mention, device),
+            &index_tensor(&member_entity, device),
+            clusters.len() as i64,
+            self.config.heads.dropout,
+            train,
+        )
+    }
+
+    /// The joint training loss over a batch of documents and their samples (reference 3.9):
+    /// masked means over all samples of the batch, the relation BCE summed over types and
+    /// averaged over entity pairs, `total = mention + coref + 0.25 entity + relation`.
+    /// Entity and relation heads see gold clusters and gold types (teacher forcing).
+    pub fn loss(&self, docs: &[PreparedDoc], samples: &[DocSample]) -> Result<Losses> {
+        if docs.len() != samples.len() {
+            return Err(Error::Config(format!(
+                "loss: {} documents but {} samples",
+                docs.len(),
+                samples.len()
+            )));
+        }
+        let n_rt = self.config.relation_types.len();
+        let n_et = self.config.entity_types.len();
+        for (doc, sample) in docs.iter().zip(samples) {
+            check_sample(doc, sample, n_et, n_rt)?;
+        }
+        let device = self.device();
+        let batch = self.encode(docs, true);
+
+        // Mention localization over the sampled spans.
+        let size_count = self.mention.size_count();
+        let mut span_places = Vec::new();
+        let mut sizes = Vec::new();
+        let mut span_labels = Vec::new();
+        // Gold mentions, pooled once for coreference, entities and relations.
+        let mut places = Vec::new();
+        let mut mention_offsets = Vec::with_capacity(docs.len());
+        for (d, sample) in samples.iter().enumerate() {
+            for &span in &sample.spans {
+                span_places.push(batch.place(d, span));
+                sizes.push(clamp_index(span.len(), size_count));
+            }
+            span_labels.extend_from_slice(&sample.span_labels);
+            mention_offsets.push(places.len());
+            places.extend(sample.mentions.iter().map(|&m| batch.place(d, m)));
+        }
+        let mention = bce_mean(
+            &self.mention_logits(&batch.pool, &span_places, &sizes, true),
+            &span_labels,
+            device,
+        );
+        let mention_reprs = self.pool_ranges(&batch.pool, &places);
+
+        // Coreference.
+        let ed_count = self.coref.ed_count();
+        let (mut first, mut second, mut eds, mut coref_labels) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((doc, sample), &off) in docs.iter().zip(samples).zip(&mention_offsets) {
+            let phrases: Vec<String> = sample.mentions.iter().map(|&m| doc.doc.phrase(m)).collect();
+            for &(i, j) in &sample.coref_pairs {
+                first.push((off + i) as i64);
+                second.push((off + j) as i64);
+                eds.push(clamp_index(
+                    strsim::levenshtein(&phrases[i], &phrases[j]),
+                    ed_count,
+                ));
+            }
+            coref_labels.extend_from_slice(&sample.coref_labels);
+        }
+        let coref_logits = self.coref.logits(
+            &mention_reprs,
+            &index_tensor(&first, device),
+            &index_tensor(&second, device),
+            &index_tensor(&eds, device),
+            true,
+            self.chunk_rows(),
+        );
+        let coref = bce_mean(&coref_logits, &coref_labels, device);
+
+        // Entities (gold clusters and types).
+        let mut clusters = Vec::new();
+        let mut types = Vec::new();
+        let mut entity_offsets = Vec::with_capacity(docs.len());
+        for (sample, &off) in samples.iter().zip(&mention_offsets) {
+            entity_offsets.push(clusters.len());
+            clusters.extend(sample.entities.iter().map(|c| shift(c, off)));
+            types.extend(sample.entity_types.iter().map(|&t| t as i64));
+        }
+        let entity_reprs = self.entity_reprs(&mention_reprs, &clusters, true);
+        let types = index_tensor(&types, device);
+        let entity = if clusters.is_empty() {
+            Tensor::zeros([], (Kind::Float, device))
+        } else {
+            self.entity
+                .logits(&entity_reprs, true)
+                .cross_entropy_for_logits(&types)
+        };
+
+        // Relations.
+        let mut entity_pairs = Vec::new();
+        let mut rel_labels = Vec::new();
+        for (sample, &off) in samples.iter().zip(&entity_offsets) {
+            entity_pairs.extend(sample.rel_pairs.iter().map(|&(h, t)| (off + h, off + t)));
+            rel_labels.extend_from_slice(&sample.rel_labels);
+        }
+        let relation = if entity_pairs.is_empty() {
+            Tensor::zeros([], (Kind::Float, device))
+        } else {
+            let mention_pairs = MentionPairs::build(&places, &clusters, &entity_pairs);
+            let out = self.relation.forward(
+                &RelationInput {
+                    pool: &batch.pool,
+                    mention_reprs: &mention_reprs,
+                    entity_reprs: &entity_reprs,
+                    entity_types: &types,
+                    entity_pairs: &entity_pairs,
+                    mention_pairs: &mention_pairs,
+                },
+                true,
+                self.chunk_rows(),
+            );
+            let targets = Tensor::from_slice(&rel_labels)
+                .view([entity_pairs.len() as i64, n_rt as i64])
+                .to_device(device);
+            out.logits
+                .binary_cross_entropy_with_logits::<Tensor>(&targets, None, None, Reduction::None)
+                .sum_dim_intlist(1, false, Kind::Float)
+                .mean(Kind::Float)
+        };
+
+        let total = &mention + &coref + &entity * 0.25 + &relation;
+        Ok(Losses {
+            mention,
+            coref,
+            entity,
+            relation,
+            total,
+        })
+    }
+}
+
+/// Rejects configurations whose tables could not be indexed at all.
+fn check_config(cfg: &ModelConfig) -> Result<()> {
+    let h = &cfg.heads;
+    let tables = [
+        ("size_embeddings", h.size_embeddings),
+        ("ed_embeddings", h.ed_embeddings),
+        ("token_distance_embeddings", h.token_distance_embeddings),
+        (
+            "sentence_distance_embeddings",
+            h.sentence_distance_embeddings,
+        ),
+        ("meta_embedding_size", h.meta_embedding_size),
+    ];
+    if let Some((name, _)) = tables.iter().find(|(_, n)| *n < 1) {
+        return Err(Error::Config(format!("heads.{name} must be at least 1")));
+    }
+    if h.max_span_words < 1 {
+        return Err(Error::Config(
+            "heads.max_span_words must be at least 1".into(),
+        ));
+    }
+    if cfg.entity_types.is_empty() {
+        return Err(Error::Config(
+            "the model needs at least one entity type".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a training sample against its document and the model, so a bad sample is an error
+/// naming the document rather than an index panic inside a tensor op.
+fn check_sample(doc: &PreparedDoc, s: &DocSample, n_et: usize, n_rt: usize) -> Result<()> {
+    let bad = |message: String| {
+        Err(Error::BadDocument {
+            doc: doc.doc.id.clone(),
+            message: format!("training sample: {message}"),
+        })
+    };
+    for &span in s.spans.iter().chain(&s.mentions) {
+        doc.check_span(span, "sample")?;
+    }
+    let m = s.mentions.len();
+    if s.span_labels.len() != s.spans.len() || s.coref_labels.len() != s.coref_pairs.len() {
+        return bad("label counts differ from sample counts".into());
+    }
+    if s.coref_pairs.iter().any(|&(i, j)| i >= m || j >= m) {
+        return bad(format!("a coreference pair indexes past {m} mentions"));
+    }
+    if s.entities.len() != s.entity_types.len() {
+        return bad("entity and entity type counts differ".into());
+    }
+    if s.entities
+        .iter()
+        .any(|e| e.is_empty() || e.iter().any(|&i| i >= m))
+    {
+        return bad(format!("an entity is empty or indexes past {m} mentions"));
+    }
+    if s.entity_types.iter().any(|&t| t >= n_et) {
+        return bad(format!("an entity type is not below {n_et}"));
+    }
+    let n_e = s.entities.len();
+    if s.rel_pairs.iter().any(|&(h, t)| h >= n_e || t >= n_e) {
+        return bad(format!("a relation pair indexes past {n_e} entities"));
+    }
+    if s.rel_labels.len() != s.rel_pairs.len() * n_rt {
+        return bad(format!(
+            "{} relation labels for {} pairs of {n_rt} types",
+            s.rel_labels.len(),
+            s.rel_pairs.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The document's gold mentions (deduplicated, `(start, end)` order), and with `gold ≥
+/// Clusters` its gold clusters, with `gold ≥ Entities` its gold types.
+fn gold_state(doc: &PreparedDoc, config: &ModelConfig, gold: GoldInput) -> Result<DocState> {
+    let annotations: &Annotations = doc.doc.gold.as_ref().ok_or_else(|| Error::BadDocument {
+        doc: doc.doc.id.clone(),
+        message: "gold input asked for, but the document has no gold annotations".into(),
+    })?;
+    let mut mentions: Vec<Span> = annotations
+        .entities
+        .iter()
+        .flat_map(|e| e.mentions.iter().copied())
+        .collect();
+    for &m in &mentions {
+        doc.check_span(m, "gold mention")?;
+    }
+    mentions.sort_by_key(|m| (m.start, m.end, m.sent));
+    mentions.dedup_by_key(|m| (m.start, m.end));
+    let index = |m: &Span| {
+        mentions
+            .binary_search_by_key(&(m.start, m.end), |x| (x.start, x.end))
+            .expect("every gold mention is in the list")
+    };
+    let (mut clusters, mut types) = (Vec::new(), None);
+    if gold >= GoldInput::Clusters {
+        let mut entities: Vec<(Vec<usize>, &str)> = annotations
+            .entities
+            .iter()
+            .map(|e| {
+                let mut c: Vec<usize> = e.mentions.iter().map(index).collect();
+                c.sort_unstable();
+                c.dedup();
+                (c, e.entity_type.as_str())
+            })
+            .collect();
+        entities.sort_by(|a, b| a.0.cmp(&b.0));
+        if gold >= GoldInput::Entities {
+            types = Some(
+                entities
+                    .iter()
+                    .map(|(_, key)| {
+                        config.entity_index(key).map(|i| i as i64).ok_or_else(|| {
+                            Error::BadDocument {
+                                doc: doc.doc.id.clone(),
+                                message: format!("unknown entity type '{key}'"),
+                            }
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            );
+        }
+        clusters = entities.into_iter().map(|(c, _)| c).collect();
+    }
+    Ok(DocState {
+        mention_scores: vec![1.0; mentions.len()],
+        coref_scores: vec![1.0; clusters.len()],
+        mentions,
+        clusters,
+        types,
+    })
+}
+
+/// Mean pair probability inside a cluster (1 for a singleton).
+fn mean_pair_prob(n: usize, cluster: &[usize], condensed: &[f32]) -> f32 {
+    let mut sum = 0.0f64;
+    let mut count = 0usize;
+    for (x, &i) in cluster.iter().enumerate() {
+        for &j in &cluster[x + 1..] {
+            sum += f64::from(condensed[crate::model::cluster::condensed_index(n, i, j)]);
+            count += 1;
+        }
+    }
+    if count == 0 {
+        1.0
+    } else {
+        (sum / count as f64) as f32
+    }
+}
+
+/// BCE-with-logits averaged over all samples, or 0 when there are none.
+fn bce_mean(logits: &Tensor, labels: &[f32], device: Device) -> Tensor {
+    if labels.is_empty() {
+        return Tensor::zeros([], (Kind::Float, device));
+    }
+    let targets = Tensor::from_slice(labels).to_device(device);
+    logits.binary_cross_entropy_with_logits::<Tensor>(&targets, None, None, Reduction::Mean)
+}
+
+fn shift(indices: &[usize], offset: usize) -> Vec<usize> {
+    indices.iter().map(|&i| i + offset).collect()
+}
+
+/// `[0, a, a + b, …]`: the offsets of consecutive groups of the given sizes (one per group).
+fn prefix_sums(sizes: impl Iterator<Item = usize>) -> Vec<usize> {
+    let mut acc = 0;
+    sizes
+        .map(|n| {
+            let start = acc;
+            acc += n;
+            start
+        })
+        .collect()
+}
+
+fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(Vec::<f32>::try_from(
+        t.to_device(Device::Cpu).contiguous().view([-1]),
+    )?)
+}
+
+fn host_i64(t: &Tensor) -> Result<Vec<i64>> {
+    Ok(Vec::<i64>::try_from(
+        t.to_device(Device::Cpu).contiguous().view([-1]),
+    )?)
+}

@@ -1,0 +1,668 @@
+//! Relation classification: the multi-instance head (MRC, reference 3.5; the JEREX model) and
+//! the global baseline (GRC, 3.6).
+//!
+//! MRC scores every mention pair of an entity pair with `pair_linear` over
+//! `[ctx; m_h; m_t; e_h; e_t; tok; sent]`, split exactly into per-part products so mentions,
+//! entities and distance tables are projected once and only the context term is per pair
+//! (weakness 8.3); contexts come from the range-max table, computed once per distinct range in
+//! a chunk (8.2). Mention pairs are processed in chunks whose `[chunk, H]` temporaries stay under
+//! the caller's budget, with a running segment max per entity pair.
+
+use std::collections::HashMap;
+
+use tch::{nn, Kind, Tensor};
+
+use crate::corpus::Span;
+use crate::layers::{embedding, Linear};
+use crate::model::config::{HeadConfig, RelationHead};
+use crate::model::input::{cat_rows, chunk_starts, clamp_index, index_tensor};
+use crate::model::pool::RangeMax;
+
+/// Where a mention sits: its word span (for distances) and its word-piece range in the batch's
+/// flat token axis (for contexts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MentionPlace {
+    pub words: Span,
+    pub pieces: (usize, usize),
+}
+
+/// All mention pairs of a list of entity pairs, built on the CPU (reference 2.4 / 4.6). The
+/// pairs of entity pair `r` are `offsets[r]..offsets[r + 1]`. Distances are raw (unclamped);
+/// the heads clamp them to their tables.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MentionPairs {
+    pub head: Vec<usize>,
+    pub tail: Vec<usize>,
+    pub offsets: Vec<usize>,
+    pub token_distance: Vec<usize>,
+    pub sentence_distance: Vec<usize>,
+    /// Word pieces strictly between the two mentions, `None` when they touch or overlap.
+    pub context: Vec<Option<(usize, usize)>>,
+}
+
+impl MentionPairs {
+    /// Every `(m_h, m_t)` in `clusters[h] × clusters[t]` for each `(h, t)` of `entity_pairs`.
+    /// `clusters` hold indices into `places`.
+    pub fn build(
+        places: &[MentionPlace],
+        clusters: &[Vec<usize>],
+        entity_pairs: &[(usize, usize)],
+    ) -> MentionPairs {
+        let mut out = MentionPairs {
+            offsets: vec![0],
+            ..MentionPairs::default()
+        };
+        for &(h, t) in entity_pairs {
+            for &mh in &clusters[h] {
+                for &mt in &clusters[t] {
+                    let (a, b) = (places[mh], places[mt]);
+                    out.head.push(mh);
+                    out.tail.push(mt);
+                    out.token_distance.push(token_distance(a.words, b.words));
+                    out.sentence_distance
+                        .push(a.words.sent.abs_diff(b.words.sent));
+                    out.context.push(context(a.pieces, b.pieces));
+                }
+            }
+            out.offsets.push(out.head.len());
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.head.is_empty()
+    }
+
+    /// For each entity pair, the index of its mention pair with the smallest `key` (the first
+    /// on ties). Entity pairs without mention pairs cannot occur (clusters are non-empty).
+    pub fn pick<K: Ord>(&self, key: impl Fn(usize) -> K) -> Vec<usize> {
+        self.offsets
+            .windows(2)
+            .map(|w| (w[0]..w[1]).min_by_key(|&p| key(p)).unwrap_or(w[0]))
+            .collect()
+    }
+}
+
+/// Word distance as in the reference: `first` is the mention starting strictly earlier (on a tie
+/// the tail), `max(0, second.start − (first.end − 1))`; adjacent mentions are at distance 1.
+pub fn token_distance(head: Span, tail: Span) -> usize {
+    let (first, second) = if head.start < tail.start {
+        (head, tail)
+    } else {
+        (tail, head)
+    };
+    (second.start + 1).saturating_sub(first.end)
+}
+
+/// The pieces strictly between two piece ranges, if any (the same for both orders).
+pub fn context(a: (usize, usize), b: (usize, usize)) -> Option<(usize, usize)> {
+    if a.1 < b.0 {
+        Some((a.1, b.0))
+    } else if b.1 < a.0 {
+        Some((b.1, a.0))
+    } else {
+        None
+    }
+}
+
+/// What the relation heads read, for a batch of documents.
+pub struct RelationInput<'a> {
+    /// Range-max table over the encoder states (contexts).
+    pub pool: &'a RangeMax,
+    /// `[M, H]`, rows indexed by `MentionPairs::head/tail`.
+    pub mention_reprs: &'a Tensor,
+    /// `[E, H]` (dropped out).
+    pub entity_reprs: &'a Tensor,
+    /// `[E]` type indices (gold in training, argmax at inference).
+    pub entity_types: &'a Tensor,
+    pub entity_pairs: &'a [(usize, usize)],
+    pub mention_pairs: &'a MentionPairs,
+}
+
+/// Logits `[R, relation types]`, and for MRC at inference, per mention pair, how many hidden
+/// dimensions it wins in its entity pair's max-pool (for evidence).
+pub struct RelationOutput {
+    pub logits: Tensor,
+    pub wins: Option<Tensor>,
+}
+
+pub enum RelationClassifier {
+    Mrc(Mrc),
+    Grc(Grc),
+}
+
+impl RelationClassifier {
+    /// Builds the configured head under the model root `p` (its parameter names differ).
+    pub fn new(
+        p: &nn::Path,
+        hidden: i64,
+        heads: &HeadConfig,
+        entity_types: i64,
+        relation_types: i64,
+    ) -> RelationClassifier {
+        match heads.relation_head {
+            RelationHead::Mrc => RelationClassifier::Mrc(Mrc::new(
+                p / "relation_classification",
+                hidden,
+                heads,
+                entity_types,
+                relation_types,
+            )),
+            RelationHead::Grc => {
+                RelationClassifier::Grc(Grc::new(p, hidden, heads, entity_types, relation_types))
+            }
+        }
+    }
+
+    pub fn forward(&self, input: &RelationInput, train: bool, chunk_rows: i64) -> RelationOutput {
+        match self {
+            RelationClassifier::Mrc(m) => m.forward(input, train, chunk_rows),
+            RelationClassifier::Grc(g) => RelationOutput {
+                logits: g.forward(input, train),
+                wins: None,
+            },
+        }
+    }
+
+    /// Evidence per entity pair (index into the mention pairs): MRC, the pair winning the most
+    /// max-pool dimensions; GRC, the closest pair (token, then sentence distance).
+    pub fn evidence(&self, pairs: &MentionPairs, wins: Option<&[i64]>) -> Vec<usize> {
+        match wins {
+            Some(wins) => pairs.pick(|p| std::cmp::Reverse(wins[p])),
+            None => pairs.pick(|p| (pairs.token_distance[p], pairs.sentence_distance[p])),
+        }
+    }
+}
+
+/// The multi-instance relation classifier (parameters under `relation_classification`).
+pub struct Mrc {
+    token_distance_embeddings: Tensor,
+    sentence_distance_embeddings: Tensor,
+    entity_type_embeddings: Tensor,
+    pair_linear: Linear,
+    rel_linear: Linear,
+    rel_classifier: Linear,
+    hidden: i64,
+    meta: i64,
+    dropout: f64,
+}
+
+impl Mrc {
+    pub fn new(
+        p: nn::Path,
+        hidden: i64,
+        heads: &HeadConfig,
+        entity_types: i64,
+        relation_types: i64,
+    ) -> Mrc {
+        let e = heads.meta_embedding_size;
+        Mrc {
+            token_distance_embeddings: embedding(
+                &p / "token_distance_embeddings",
+                heads.token_distance_embeddings,
+                e,
+            ),
+            sentence_distance_embeddings: embedding(
+                &p / "sentence_distance_embeddings",
+                heads.sentence_distance_embeddings,
+                e,
+            ),
+            entity_type_embeddings: embedding(&p / "entity_type_embeddings", entity_types, e),
+            pair_linear: Linear::new(&p / "pair_linear", 5 * hidden + 2 * e, hidden),
+            rel_linear: Linear::new(&p / "rel_linear", hidden + 2 * e, hidden),
+            rel_classifier: Linear::new(&p / "rel_classifier", hidden, relation_types),
+            hidden,
+            meta: e,
+            dropout: heads.dropout,
+        }
+    }
+
+    /// Projection of rows through the `part`-th block of `pair_linear`'s input
+    /// (ctx | m_h | m_t | e_h | e_t | tok | sent).
+    fn project(&self, rows: &Tensor, part: i64) -> Tensor {
+        let h = self.hidden;
+        let (from, len) = if part < 5 {
+            (part * h, h)
+        } else {
+            (5 * h + (part - 5) * self.meta, self.meta)
+        };
+        rows.matmul(&self.pair_linear.columns(from, len).tr())
+    }
+
+    fn forward(&self, input: &RelationInput, train: bool, chunk_rows: i64) -> RelationOutput {
+        let (pooled, wins) = self.pool_pairs(input, train, chunk_rows);
+        RelationOutput {
+            logits: self.classify(pooled, input, train),
+            wins,
+        }
+    }
+
+    /// `[R, H]`: per entity pair, the max over its mention pairs of the (dropped-out) pair
+    /// representations; at inference also each mention pair's max-pool wins.
+    fn pool_pairs(
+        &self,
+        input: &RelationInput,
+        train: bool,
+        chunk_rows: i64,
+    ) -> (Tensor, Option<Tensor>) {
+        let pairs = input.mention_pairs;
+        let device = input.mention_reprs.device();
+        let n_pairs = pairs.len() as i64;
+        let n_ep = input.entity_pairs.len() as i64;
+
+        let m_h = self.project(input.mention_reprs, 1);
+        let m_t = self.project(input.mention_reprs, 2);
+        let e_h = self.project(input.entity_reprs, 3);
+        let e_t = self.project(input.entity_reprs, 4);
+        let tok = self.project(&self.token_distance_embeddings, 5);
+        let sent = self.project(&self.sentence_distance_embeddings, 6) + &self.pair_linear.bias;
+        let w_ctx = self.pair_linear.columns(0, self.hidden).tr();
+
+        // Per mention pair index arrays, built once on the host and moved once.
+        let mut entity_pair = Vec::with_capacity(pairs.len());
+        for (r, w) in pairs.offsets.windows(2).enumerate() {
+            entity_pair.extend(std::iter::repeat_n(r as i64, w[1] - w[0]));
+        }
+        let head_entity: Vec<i64> = entity_pair
+            .iter()
+            .map(|&r| input.entity_pairs[r as usize].0 as i64)
+            .collect();
+        let tail_entity: Vec<i64> = entity_pair
+            .iter()
+            .map(|&r| input.entity_pairs[r as usize].1 as i64)
+            .collect();
+        let tok_count = tok.size()[0];
+        let sent_count = sent.size()[0];
+        let tok_idx: Vec<i64> = pairs
+            .token_distance
+            .iter()
+            .map(|&d| clamp_index(d, tok_count))
+            .collect();
+        let sent_idx: Vec<i64> = pairs
+            .sentence_distance
+            .iter()
+            .map(|&d| clamp_index(d, sent_count))
+            .collect();
+        let chunks: Vec<(i64, i64)> = chunk_starts(n_pairs, chunk_rows).collect();
+        // Distinct context ranges per chunk; pairs without context point past them (a zero row).
+        let mut ctx_idx = Vec::with_capacity(pairs.len());
+        let mut ctx_ranges: Vec<Vec<(usize, usize)>> = Vec::with_capacity(chunks.len());
+        for &(start, len) in &chunks {
+            let mut seen: HashMap<(usize, usize), i64> = HashMap::new();
+            let mut ranges = Vec::new();
+            let slots: Vec<Option<i64>> = pairs.context[start as usize..(start + len) as usize]
+                .iter()
+                .map(|c| {
+                    c.map(|range| {
+                        *seen.entry(range).or_insert_with(|| {
+                            ranges.push(range);
+                            ranges.len() as i64 - 1
+                        })
+                    })
+                })
+                .collect();
+            let empty = ranges.len() as i64;
+            ctx_idx.extend(slots.into_iter().map(|s| s.unwrap_or(empty)));
+            ctx_ranges.push(ranges);
+        }
+        let head = index_tensor(&to_i64(&pairs.head), device);
+        let tail = index_tensor(&to_i64(&pairs.tail), device);
+        let head_entity = index_tensor(&head_entity, device);
+        let tail_entity = index_tensor(&tail_entity, device);
+        let entity_pair = index_tensor(&entity_pair, device);
+        let tok_idx = index_tensor(&tok_idx, device);
+        let sent_idx = index_tensor(&sent_idx, device);
+        let ctx_idx = index_tensor(&ctx_idx, device);
+
+        let pair_repr = |c: usize| -> Tensor {
+            let (start, len) = chunks[c];
+            let sel = |t: &Tensor, idx: &Tensor| t.index_select(0, &idx.narrow(0, start, len));
+            let mut u = sel(&m_h, &head)
+                + sel(&m_t, &tail)
+                + sel(&e_h, &head_entity)
+                + sel(&e_t, &tail_entity)
+                + sel(&tok, &tok_idx)
+                + sel(&sent, &sent_idx);
+            if !ctx_ranges[c].is_empty() {
+                let ctx = input.pool.query(&ctx_ranges[c]).matmul(&w_ctx);
+                let ctx = Tensor::cat(&[ctx, ctx_zero_row(self.hidden, device)], 0);
+                u += sel(&ctx, &ctx_idx);
+            }
+            u.dropout(self.dropout, train)
+        };
+
+        let mut pooled = Tensor::full(
+            [n_ep, self.hidden],
+            f64::NEG_INFINITY,
+            (Kind::Float, device),
+        );
+        let mut kept = Vec::new();
+        for (c, &(start, len)) in chunks.iter().enumerate() {
+            let u = pair_repr(c);
+            pooled = pooled.index_reduce(0, &entity_pair.narrow(0, start, len), &u, "amax", true);
+            if chunks.len() == 1 {
+                kept.push(u);
+            }
+        }
+
+        // Evidence: recompute chunk by chunk unless the single chunk was kept.
+        let wins = (!train).then(|| {
+            let counts: Vec<Tensor> = (0..chunks.len())
+                .map(|c| {
+                    let u = kept.pop().unwrap_or_else(|| pair_repr(c));
+                    let (start, len) = chunks[c];
+                    u.eq_tensor(&pooled.index_select(0, &entity_pair.narrow(0, start, len)))
+                        .sum_dim_intlist(1, false, Kind::Int64)
+                })
+                .collect();
+            cat_rows(&counts, &[0], Kind::Int64, device)
+        });
+        (pooled, wins)
+    }
+
+    /// Relation logits from the pooled pair representations and the entity type embeddings.
+    fn classify(&self, pooled: Tensor, input: &RelationInput, train: bool) -> Tensor {
+        let (ep_head, ep_tail) = pair_ends(input.entity_pairs, pooled.device());
+        let type_emb = |ends: &Tensor| {
+            self.entity_type_embeddings
+                .index_select(0, &input.entity_types.index_select(0, ends))
+        };
+        let y = Tensor::cat(&[pooled, type_emb(&ep_head), type_emb(&ep_tail)], 1);
+        self.rel_classifier.forward(
+            &self
+                .rel_linear
+                .forward(&y)
+                .relu()
+                .dropout(self.dropout, train),
+        )
+    }
+
+    /// The unsplit `pair_linear` over the concatenation `[ctx; m_h; m_t; e_h; e_t; tok; sent]`
+    /// (no dropout), for the exactness test: `[P, H]` pair representations.
+    #[cfg(test)]
+    pub(crate) fn pair_repr_concat(&self, input: &RelationInput) -> Tensor {
+        let pairs = input.mention_pairs;
+        let device = input.mention_reprs.device();
+        let h = self.hidden;
+        let mut rows = Vec::new();
+        for (r, w) in pairs.offsets.windows(2).enumerate() {
+            let (eh, et) = input.entity_pairs[r];
+            for p in w[0]..w[1] {
+                let ctx = match pairs.context[p] {
+                    Some(range) => input.pool.query(&[range]),
+                    None => Tensor::zeros([1, h], (Kind::Float, device)),
+                };
+                let tok = clamp_index(
+                    pairs.token_distance[p],
+                    self.token_distance_embeddings.size()[0],
+                );
+                let sent = clamp_index(
+                    pairs.sentence_distance[p],
+                    self.sentence_distance_embeddings.size()[0],
+                );
+                rows.push(Tensor::cat(
+                    &[
+                        ctx,
+                        input.mention_reprs.narrow(0, pairs.head[p] as i64, 1),
+                        input.mention_reprs.narrow(0, pairs.tail[p] as i64, 1),
+                        input.entity_reprs.narrow(0, eh as i64, 1),
+                        input.entity_reprs.narrow(0, et as i64, 1),
+                        self.token_distance_embeddings.narrow(0, tok, 1),
+                        self.sentence_distance_embeddings.narrow(0, sent, 1),
+                    ],
+                    1,
+                ));
+            }
+        }
+        self.pair_linear.forward(&Tensor::cat(&rows, 0))
+    }
+}
+
+fn ctx_zero_row(hidden: i64, device: tch::Device) -> Tensor {
+    Tensor::zeros([1, hidden], (Kind::Float, device))
+}
+
+/// Head and tail entity indices of the entity pairs, as device tensors.
+fn pair_ends(pairs: &[(usize, usize)], device: tch::Device) -> (Tensor, Tensor) {
+    let heads: Vec<i64> = pairs.iter().map(|p| p.0 as i64).collect();
+    let tails: Vec<i64> = pairs.iter().map(|p| p.1 as i64).collect();
+    (index_tensor(&heads, device), index_tensor(&tails, device))
+}
+
+fn to_i64(v: &[usize]) -> Vec<i64> {
+    v.iter().map(|&x| x as i64).collect()
+}
+
+/// The global relation classifier: `FFNN([e_h; e_t; type_h; type_t])`, split exactly into
+/// per-entity and per-type projections.
+pub struct Grc {
+    entity_embeddings: Tensor,
+    entity_pair_linear: Linear,
+    rel_classifier: Linear,
+    hidden: i64,
+    meta: i64,
+    dropout: f64,
+}
+
+impl Grc {
+    /// Parameters under the model root: `entity_pair_representation.{entity_embeddings,
+    /// entity_pair_linear}` and `relation_classification.rel_classifier`.
+    pub fn new(
+        root: &nn::Path,
+        hidden: i64,
+        heads: &HeadConfig,
+        entity_types: i64,
+        relation_types: i64,
+    ) -> Grc {
+        let e = heads.meta_embedding_size;
+        let rep = root / "entity_pair_representation";
+        Grc {
+            entity_embeddings: embedding(&rep / "entity_embeddings", entity_types, e),
+            entity_pair_linear: Linear::new(
+                &rep / "entity_pair_linear",
+                2 * hidden + 2 * e,
+                hidden,
+            ),
+            rel_classifier: Linear::new(
+                root / "relation_classification" / "rel_classifier",
+                hidden,
+                relation_types,
+            ),
+            hidden,
+            meta: e,
+            dropout: heads.dropout,
+        }
+    }
+
+    fn forward(&self, input: &RelationInput, train: bool) -> Tensor {
+        let device = input.entity_reprs.device();
+        let (h, e) = (self.hidden, self.meta);
+        let w = |from, len| self.entity_pair_linear.columns(from, len).tr();
+        let (heads, tails) = pair_ends(input.entity_pairs, device);
+        let head_types = input.entity_types.index_select(0, &heads);
+        let tail_types = input.entity_types.index_select(0, &tails);
+        let rep = input.entity_reprs.matmul(&w(0, h)).index_select(0, &heads)
+            + input.entity_reprs.matmul(&w(h, h)).index_select(0, &tails)
+            + (self.entity_embeddings.matmul(&w(2 * h, e)) + &self.entity_pair_linear.bias)
+                .index_select(0, &head_types)
+            + self
+                .entity_embeddings
+                .matmul(&w(2 * h + e, e))
+                .index_select(0, &tail_types);
+        self.rel_classifier
+            .forward(&rep.relu().dropout(self.dropout, train))
+    }
+
+    /// The unsplit layer over `[e_h; e_t; type_h; type_t]` (no dropout), for the exactness test.
+    #[cfg(test)]
+    pub(crate) fn forward_concat(&self, input: &RelationInput) -> Tensor {
+        let device = input.entity_reprs.device();
+        let (heads, tails) = pair_ends(input.entity_pairs, device);
+        let x = Tensor::cat(
+            &[
+                input.entity_reprs.index_select(0, &heads),
+                input.entity_reprs.index_select(0, &tails),
+                self.entity_embeddings
+                    .index_select(0, &input.entity_types.index_select(0, &heads)),
+                self.entity_embeddings
+                    .index_select(0, &input.entity_types.index_select(0, &tails)),
+            ],
+            1,
+        );
+        self.rel_classifier
+            .forward(&self.entity_pair_linear.forward(&x).relu())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::pool::group_max;
+    use tch::Device;
+
+    fn span(start: usize, end: usize, sent: usize) -> Span {
+        Span { start, end, sent }
+    }
+
+    #[test]
+    fn distances_and_contexts_follow_the_reference() {
+        // Adjacent mentions are at distance 1, overlapping ones at 0, in either order.
+        assert_eq!(token_distance(span(0, 2, 0), span(2, 3, 0)), 1);
+        assert_eq!(token_distance(span(2, 3, 0), span(0, 2, 0)), 1);
+        assert_eq!(token_distance(span(0, 2, 0), span(5, 6, 0)), 4);
+        assert_eq!(token_distance(span(0, 4, 0), span(1, 2, 0)), 0);
+        assert_eq!(token_distance(span(3, 4, 0), span(3, 6, 0)), 0);
+        assert_eq!(context((0, 3), (3, 5)), None);
+        assert_eq!(context((0, 3), (5, 7)), Some((3, 5)));
+        assert_eq!(context((5, 7), (0, 3)), Some((3, 5)));
+        assert_eq!(context((0, 6), (2, 3)), None);
+    }
+
+    /// Mentions spread over a long document (distances beyond every table), clusters, pairs.
+    struct Fixture {
+        pool: RangeMax,
+        mention_reprs: Tensor,
+        entity_reprs: Tensor,
+        types: Tensor,
+        entity_pairs: Vec<(usize, usize)>,
+        pairs: MentionPairs,
+    }
+
+    fn fixture(hidden: i64) -> Fixture {
+        let states = Tensor::randn([60, hidden], (Kind::Float, Device::Cpu));
+        let pool = RangeMax::new(&states, 60);
+        let places = vec![
+            MentionPlace { words: span(0, 2, 0), pieces: (0, 3) },
+            MentionPlace { words: span(2, 3, 0), pieces: (3, 4) },
+            MentionPlace { words: span(900, 901, 70), pieces: (20, 22) },
+            MentionPlace { words: span(5000, 5003, 400), pieces: (40, 45) },
+            MentionPlace { words: span(901, 902, 70), pieces: (22, 23) },
+            MentionPlace { words: span(5001, 5002, 400), pieces: (41, 42) },
+        ];
+        let ranges: Vec<(usize, usize)> = places.iter().map(|p| p.pieces).collect();
+        let mention_reprs = pool.query(&ranges);
+        let clusters = vec![vec![0, 2], vec![1, 3, 5], vec![4]];
+        let members: Vec<i64> = clusters.iter().flatten().map(|&m| m as i64).collect();
+        let owners: Vec<i64> = clusters
+            .iter()
+            .enumerate()
+            .flat_map(|(e, c)| std::iter::repeat_n(e as i64, c.len()))
+            .collect();
+        let entity_reprs = group_max(
+            &mention_reprs.index_select(0, &Tensor::from_slice(&members)),
+            &Tensor::from_slice(&owners),
+            3,
+        );
+        let entity_pairs = vec![(0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1)];
+        let pairs = MentionPairs::build(&places, &clusters, &entity_pairs);
+        Fixture {
+            pool,
+            mention_reprs,
+            entity_reprs,
+            types: Tensor::from_slice(&[2i64, 0, 1]),
+            entity_pairs,
+            pairs,
+        }
+    }
+
+    fn input(f: &Fixture) -> RelationInput<'_> {
+        RelationInput {
+            pool: &f.pool,
+            mention_reprs: &f.mention_reprs,
+            entity_reprs: &f.entity_reprs,
+            entity_types: &f.types,
+            entity_pairs: &f.entity_pairs,
+            mention_pairs: &f.pairs,
+        }
+    }
+
+    #[test]
+    fn mrc_split_equals_concatenation_in_any_chunking() {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mrc = Mrc::new(vs.root() / "relation_classification", 16, &HeadConfig::default(), 3, 5);
+        let f = fixture(16);
+        let input = input(&f);
+        assert_eq!(f.pairs.len(), 2 * (6 + 2 + 3));
+        assert!(f.pairs.token_distance.iter().any(|&d| d > 700));
+        assert!(f.pairs.sentence_distance.iter().any(|&d| d > 50));
+
+        let owner: Vec<i64> = f
+            .pairs
+            .offsets
+            .windows(2)
+            .enumerate()
+            .flat_map(|(r, w)| std::iter::repeat_n(r as i64, w[1] - w[0]))
+            .collect();
+        let expected = group_max(
+            &mrc.pair_repr_concat(&input),
+            &Tensor::from_slice(&owner),
+            f.entity_pairs.len() as i64,
+        );
+        for chunk in [1, 2, 5, 1000] {
+            let (pooled, wins) = mrc.pool_pairs(&input, false, chunk);
+            assert!(pooled.allclose(&expected, 1e-5, 1e-5, false), "chunk {chunk}");
+            // Every hidden dimension is won by some mention pair of its entity pair.
+            let wins = Vec::<i64>::try_from(wins.unwrap()).unwrap();
+            for w in f.pairs.offsets.windows(2) {
+                assert!(wins[w[0]..w[1]].iter().sum::<i64>() >= 16);
+            }
+        }
+        let out = RelationClassifier::Mrc(mrc).forward(&input, false, 4);
+        assert_eq!(out.logits.size(), [6, 5]);
+    }
+
+    #[test]
+    fn grc_split_equals_concatenation() {
+        tch::manual_seed(4);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let heads = HeadConfig {
+            relation_head: RelationHead::Grc,
+            ..HeadConfig::default()
+        };
+        let grc = RelationClassifier::new(&vs.root(), 16, &heads, 3, 5);
+        let f = fixture(16);
+        let input = input(&f);
+        let split = grc.forward(&input, false, 7).logits;
+        let RelationClassifier::Grc(g) = &grc else {
+            panic!("GRC expected")
+        };
+        assert!(split.allclose(&g.forward_concat(&input), 1e-5, 1e-5, false));
+        let names: Vec<String> = vs.variables().into_keys().collect();
+        for key in [
+            "entity_pair_representation.entity_embeddings.weight",
+            "entity_pair_representation.entity_pair_linear.weight",
+            "relation_classification.rel_classifier.weight",
+        ] {
+            assert!(names.contains(&key.to_string()), "{key}");
+        }
+        // GRC evidence: the closest mention pair of each entity pair.
+        let ev = grc.evidence(&f.pairs, None);
+        assert_eq!(f.pairs.head[ev[0]], 0);
+        assert_eq!(f.pairs.tail[ev[0]], 1);
+    }
+}
