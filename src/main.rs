@@ -18,6 +18,16 @@ struct Cli {
 enum Command {
     /// Print the libtorch version, CUDA availability, devices, threads and where models are found.
     Doctor,
+    /// Run a corpus job: Parquet documents in, mentions/entities/relations/documents tables out.
+    Run(jerex::engine::RunArgs),
+    /// Measure pipeline throughput (prints one JSON object).
+    Bench(jerex::engine::BenchArgs),
+    /// Train a joint model on DocRED-format data (best epoch by strict relation F1).
+    Train(jerex::train::TrainArgs),
+    /// Strict end-to-end and gold-input scores of a model on a labelled file (JSON on stdout).
+    Eval(jerex::eval::EvalArgs),
+    /// Grid-search the decision thresholds on a labelled file; writes them into config.json.
+    Tune(jerex::eval::tune::TuneArgs),
 }
 
 fn main() -> Result<()> {
@@ -25,6 +35,11 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Doctor => doctor(),
+        Command::Run(args) => jerex::engine::run(&args).map(drop).map_err(Into::into),
+        Command::Bench(args) => jerex::engine::bench(&args).map(drop).map_err(Into::into),
+        Command::Train(args) => jerex::train::run(&args).map_err(Into::into),
+        Command::Eval(args) => jerex::eval::run(&args).map_err(Into::into),
+        Command::Tune(args) => jerex::eval::tune::run(&args).map_err(Into::into),
     }
 }
 

@@ -5,17 +5,27 @@
 //! crate does for pre-tokenized input, so word boundaries are the document's and every word owns
 //! a contiguous piece range. No special tokens are added here: windowing adds `[CLS]`/`[SEP]` per
 //! encoder window.
+//!
+//! Running the pipeline costs microseconds per word, so pieces are cached per distinct word
+//! string (deterministic, hence exact): corpora are Zipfian and most words are repeats.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{PoisonError, RwLock};
 
 use tokenizers::Tokenizer;
 
 use crate::corpus::Document;
 use crate::error::{Error, Result};
 
-/// A BERT WordPiece tokenizer loaded from a `tokenizer.json`.
+/// Distinct words kept in the cache (bounds its memory to a few tens of MB; the frequent words
+/// arrive first and stay).
+const CACHE_WORDS: usize = 1 << 18;
+
+/// A BERT WordPiece tokenizer loaded from a `tokenizer.json`. Shared by reference across threads.
 pub struct WordPieceTokenizer {
     inner: Tokenizer,
+    cache: RwLock<HashMap<String, Box<[u32]>>>,
     cls: u32,
     sep: u32,
     pad: u32,
@@ -52,6 +62,7 @@ impl WordPieceTokenizer {
             pad: id("[PAD]")?,
             unk: id("[UNK]")?,
             inner,
+            cache: RwLock::default(),
         })
     }
 
@@ -76,33 +87,55 @@ impl WordPieceTokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// Word pieces of all words of `doc`. A word that yields no piece (only control or
-    /// zero-width characters) becomes one `[UNK]`, so every word has a piece to pool over.
+    /// Word pieces of all words of `doc`; every word gets at least one piece to pool over.
     pub fn tokenize(&self, doc: &Document) -> TokenizedDoc {
         let mut ids = Vec::with_capacity(doc.word_count() * 3 / 2);
         let mut word_pieces = Vec::with_capacity(doc.word_count());
-        for word in doc.words() {
-            let start = ids.len() as u32;
-            self.push_pieces(&doc.id, &word.text, &mut ids);
-            if ids.len() as u32 == start {
-                ids.push(self.unk);
+        // Words missing from the cache, encoded once per document and added after it: one read
+        // and at most one write lock per document keeps threads from contending per word.
+        let mut fresh: HashMap<&str, Vec<u32>> = HashMap::new();
+        {
+            let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
+            for word in doc.words() {
+                let start = ids.len() as u32;
+                match cache.get(word.text.as_str()) {
+                    Some(pieces) => ids.extend_from_slice(pieces),
+                    None => ids.extend_from_slice(
+                        fresh
+                            .entry(&word.text)
+                            .or_insert_with(|| self.encode_word(&doc.id, &word.text)),
+                    ),
+                }
+                word_pieces.push((start, ids.len() as u32));
             }
-            word_pieces.push((start, ids.len() as u32));
+        }
+        if !fresh.is_empty() {
+            let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+            let room = CACHE_WORDS.saturating_sub(cache.len());
+            cache.extend(
+                fresh
+                    .into_iter()
+                    .take(room)
+                    .map(|(w, p)| (w.to_string(), p.into_boxed_slice())),
+            );
         }
         TokenizedDoc { ids, word_pieces }
     }
 
-    /// Pieces of one word. Encoding word by word is what the tokenizer does internally for
-    /// pre-tokenized input, but `encode_fast` (no offsets, no token strings) drops the word ids
-    /// of a pre-tokenized encoding, and the per-word call keeps the alignment trivially.
-    fn push_pieces(&self, doc: &str, word: &str, ids: &mut Vec<u32>) {
+    /// Pieces of one word (never empty: a word that yields none, e.g. only control or
+    /// zero-width characters, becomes one `[UNK]`). Encoding word by word is what the tokenizer
+    /// does internally for pre-tokenized input, but `encode_fast` (no offsets, no token strings)
+    /// drops a pre-tokenized encoding's word ids, and the per-word call keeps the alignment
+    /// trivially.
+    fn encode_word(&self, doc: &str, word: &str) -> Vec<u32> {
         match self.inner.encode_fast(word, false) {
-            Ok(encoding) => ids.extend_from_slice(encoding.get_ids()),
+            Ok(encoding) if !encoding.get_ids().is_empty() => encoding.get_ids().to_vec(),
+            Ok(_) => vec![self.unk],
             // WordPiece has no failure mode on valid UTF-8 (unknown text becomes [UNK]); should a
             // custom tokenizer fail anyway, the word becomes [UNK] rather than losing the document.
             Err(e) => {
                 tracing::warn!(doc, word, "tokenizer failed, using [UNK]: {e}");
-                ids.push(self.unk)
+                vec![self.unk]
             }
         }
     }
@@ -206,10 +239,24 @@ mod tests {
             return;
         };
         let docs = crate::corpus::docred::read_docred(&path).unwrap();
+        // Two threads share the cache while it fills.
+        let (a, b) = std::thread::scope(|scope| {
+            let run = || docs.iter().map(|d| tok.tokenize(d)).collect::<Vec<_>>();
+            let a = scope.spawn(run);
+            let b = scope.spawn(run);
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert_eq!(a, b);
         let mut pieces = 0;
-        for doc in &docs {
-            let t = tok.tokenize(doc);
-            check_alignment(&tok, doc, &t);
+        for (doc, t) in docs.iter().zip(&a) {
+            check_alignment(&tok, doc, t);
+            // Cached pieces are exactly the pipeline's.
+            let direct: Vec<u32> = doc
+                .words()
+                .flat_map(|w| tok.encode_word(&doc.id, &w.text))
+                .collect();
+            assert_eq!(t.ids, direct, "{}", doc.id);
+            assert_eq!(&tok.tokenize(doc), t);
             pieces += t.ids.len();
         }
         let words: usize = docs.iter().map(Document::word_count).sum();

@@ -125,11 +125,6 @@ impl BertModel {
         self.hidden
     }
 
-    /// Number of position embeddings: the longest sequence one forward pass accepts.
-    pub fn max_positions(&self) -> i64 {
-        self.embeddings.position.size()[0]
-    }
-
     /// `input_ids [B, T]` (i64), `attention_mask [B, T]` (1 = real token) → `[B, T, H]` fp32.
     /// Token types are all 0 and positions `0..T`; dropout only when `train`.
     pub fn forward_t(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {

@@ -82,7 +82,10 @@ impl FakeBackend {
 impl Backend for FakeBackend {
     fn predict(&mut self, batch: &[PreparedDoc]) -> Result<Vec<DocPrediction>> {
         self.check(batch)?;
-        Ok(batch.iter().map(|d| fake_predict(d, &self.factory)).collect())
+        Ok(batch
+            .iter()
+            .map(|d| fake_predict(d, &self.factory))
+            .collect())
     }
 
     fn encode_only(&mut self, batch: &[PreparedDoc]) -> Result<()> {
@@ -159,7 +162,11 @@ fn fake_predict(d: &PreparedDoc, f: &FakeFactory) -> DocPrediction {
             if h == tl || mentions[hm].span.sent != mentions[tm].span.sent {
                 continue;
             }
-            let key = format!("{}|{}", d.doc.phrase(mentions[hm].span), d.doc.phrase(mentions[tm].span));
+            let key = format!(
+                "{}|{}",
+                d.doc.phrase(mentions[hm].span),
+                d.doc.phrase(mentions[tm].span)
+            );
             let x = unit_hash(&key);
             let score = 0.3 + 0.7 * x;
             if score >= t.relation && f.relation_types > 0 {

@@ -391,8 +391,8 @@ pub fn execute(
             for (unit, rows) in read_rx {
                 let t = Instant::now();
                 let source = cfg.units[unit].path.to_string_lossy().into_owned();
-                let results: Vec<std::result::Result<(PreparedDoc, Meta), DocResult>> =
-                    pool.install(|| {
+                let results: Vec<std::result::Result<(PreparedDoc, Meta), DocResult>> = pool
+                    .install(|| {
                         rows.into_par_iter()
                             .map(|r| match r.doc {
                                 Ok(doc) => {
@@ -527,24 +527,26 @@ pub fn execute(
         write_stage(cfg, writer.as_ref(), write_rx, clock, &progress)
     });
     progress.finish_and_clear();
+    let devices = device_reports.into_inner().unwrap();
+    // With no device left the other stages stop early; that is the error to report.
+    if devices.iter().all(|d| d.error.is_some()) {
+        let errors: Vec<String> = devices.iter().filter_map(|d| d.error.clone()).collect();
+        return Err(Error::Device {
+            device: "all".into(),
+            message: format!("no device could run the model: {}", errors.join("; ")),
+        });
+    }
     let mut report = result?;
     let end = Instant::now();
     let ready = first_ready.into_inner().unwrap().unwrap_or(end);
     report.startup_seconds = ready.duration_since(started).as_secs_f64();
     report.seconds = end.duration_since(ready).as_secs_f64();
     report.stages = clock.seconds();
-    report.devices = device_reports.into_inner().unwrap();
+    report.devices = devices;
     report.word_pieces = real.load(Ordering::Relaxed) as usize;
     report.padded_word_pieces = padded.load(Ordering::Relaxed) as usize;
     report.batches = report.devices.iter().map(|d| d.batches).sum();
     report.batches_kept = batches_kept.into_inner().unwrap();
-    if report.devices.iter().all(|d| d.error.is_some()) {
-        let errors: Vec<String> = report.devices.iter().filter_map(|d| d.error.clone()).collect();
-        return Err(Error::Device {
-            device: "all".into(),
-            message: format!("no device could run the model: {}", errors.join("; ")),
-        });
-    }
     Ok(report)
 }
 
@@ -753,10 +755,42 @@ fn flush_unit(
         }
         buf.cleared = true;
     }
-    write_table(w, schema::MENTIONS, unit, &mut buf.rows.mentions, &mut buf.next_part[0], rows_per_part, complete)?;
-    write_table(w, schema::ENTITIES, unit, &mut buf.rows.entities, &mut buf.next_part[1], rows_per_part, complete)?;
-    write_table(w, schema::RELATIONS, unit, &mut buf.rows.relations, &mut buf.next_part[2], rows_per_part, complete)?;
-    write_table(w, schema::DOCUMENTS, unit, &mut buf.documents, &mut buf.next_part[3], rows_per_part, complete)?;
+    write_table(
+        w,
+        schema::MENTIONS,
+        unit,
+        &mut buf.rows.mentions,
+        &mut buf.next_part[0],
+        rows_per_part,
+        complete,
+    )?;
+    write_table(
+        w,
+        schema::ENTITIES,
+        unit,
+        &mut buf.rows.entities,
+        &mut buf.next_part[1],
+        rows_per_part,
+        complete,
+    )?;
+    write_table(
+        w,
+        schema::RELATIONS,
+        unit,
+        &mut buf.rows.relations,
+        &mut buf.next_part[2],
+        rows_per_part,
+        complete,
+    )?;
+    write_table(
+        w,
+        schema::DOCUMENTS,
+        unit,
+        &mut buf.documents,
+        &mut buf.next_part[3],
+        rows_per_part,
+        complete,
+    )?;
     Ok(())
 }
 

@@ -171,7 +171,11 @@ pub fn run_split(
         Ok(outcomes) => (outcomes, 0),
         Err(e) if docs.len() == 1 => (vec![Outcome::Failed(e.to_string())], 0),
         Err(e) => {
-            tracing::warn!(device, docs = docs.len(), "batch failed, retrying in halves: {e}");
+            tracing::warn!(
+                device,
+                docs = docs.len(),
+                "batch failed, retrying in halves: {e}"
+            );
             let (left, right) = docs.split_at(docs.len() / 2);
             let (mut a, ra) = run_split(device, backend, left, mode);
             let (b, rb) = run_split(device, backend, right, mode);

@@ -152,11 +152,7 @@ fn predict_scope(
     Ok(per_doc)
 }
 
-fn score(
-    evaluator: &mut Evaluator,
-    doc: &Document,
-    predictions: &[DocPrediction],
-) -> Result<()> {
+fn score(evaluator: &mut Evaluator, doc: &Document, predictions: &[DocPrediction]) -> Result<()> {
     let (end_to_end, gold_input) = predictions
         .split_first()
         .ok_or_else(|| Error::Config("no prediction to score".into()))?;
@@ -186,6 +182,9 @@ pub fn evaluate(
     Ok(evaluator.finish(start.elapsed().as_secs_f64()))
 }
 
+/// One device's predictions: (document index, predictions as in [`predict_scope`]).
+type Share = Vec<(usize, Vec<DocPrediction>)>;
+
 /// Full evaluation of a model folder on `devices`: each device loads the model and predicts
 /// every `devices.len()`-th batch; scores are accumulated in document order afterwards.
 pub fn evaluate_folder(
@@ -197,14 +196,10 @@ pub fn evaluate_folder(
 ) -> Result<Scores> {
     let start = Instant::now();
     let first = JerexModel::load(dir, devices[0], precision)?;
-    let prepared = prepare_docs(
-        docs,
-        &first.tokenizer,
-        first.config.heads.max_span_words,
-    );
+    let prepared = prepare_docs(docs, &first.tokenizer, first.config.heads.max_span_words);
     let batches = length_batches(&prepared, batch_size);
     let mut evaluator = Evaluator::new(&first.config);
-    let shares: Vec<Result<Vec<(usize, Vec<DocPrediction>)>>> = std::thread::scope(|scope| {
+    let shares: Vec<Result<Share>> = std::thread::scope(|scope| {
         let prepared = &prepared;
         let batches = &batches;
         let mut first = Some(first);
@@ -213,7 +208,7 @@ pub fn evaluate_folder(
             .enumerate()
             .map(|(k, &device)| {
                 let preloaded = first.take();
-                scope.spawn(move || -> Result<Vec<(usize, Vec<DocPrediction>)>> {
+                scope.spawn(move || -> Result<Share> {
                     let loaded = match preloaded {
                         Some(l) => l,
                         None => JerexModel::load(dir, device, precision)?,

@@ -15,7 +15,7 @@
 //!
 //! Ties keep the value closest to the model's current one.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -26,8 +26,9 @@ use crate::device::{check_available, parse_devices, Precision};
 use crate::error::{Error, Result};
 use crate::eval::metrics::{Counts, Evaluator};
 use crate::eval::{predict_all, prepare_docs};
-use crate::model::{DocPrediction, GoldInput, JerexModel, ModelConfig, PreparedDoc, Thresholds};
+use crate::model::{DocPrediction, GoldInput, JerexModel, PreparedDoc, Thresholds};
 use crate::paths;
+use crate::train::trainer::write_json_atomic;
 
 /// A mention pass stops lowering its floor once it predicts this many times the gold mentions.
 pub const MENTION_BUDGET: usize = 3;
@@ -98,7 +99,7 @@ pub fn run(args: &TuneArgs) -> Result<()> {
         }
         other => *other = json!({ "tuning": record }),
     }
-    write_config(&dir.join(crate::model::folder::CONFIG_FILE), &config)?;
+    write_json_atomic(&dir.join(crate::model::folder::CONFIG_FILE), &config)?;
     eprintln!(
         "thresholds: mention {:.2}, coref {:.2}, relation {:.2} (were {:.2}, {:.2}, {:.2}); \
          F1 mention {:.2}, coreference {:.2}, entity {:.2}, relation {:.2}",
@@ -117,21 +118,6 @@ pub fn run(args: &TuneArgs) -> Result<()> {
         "{}",
         serde_json::to_string(&tuned).map_err(|e| Error::Config(e.to_string()))?
     );
-    Ok(())
-}
-
-/// Writes a model configuration next to its destination and renames it into place.
-pub fn write_config(path: &Path, config: &ModelConfig) -> Result<()> {
-    use std::io::Write;
-    let text = serde_json::to_string_pretty(config).map_err(|source| Error::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-    tmp.write_all(text.as_bytes())
-        .map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
 }
 
@@ -166,7 +152,12 @@ fn best<K: PartialOrd + Copy>(candidates: &[(f32, K)], current: f32) -> Option<(
 }
 
 /// Grid search of the thresholds of `model` on labelled `docs` (see the module doc).
-pub fn tune(model: &JerexModel, docs: &[PreparedDoc], step: f32, batch_size: usize) -> Result<Tuned> {
+pub fn tune(
+    model: &JerexModel,
+    docs: &[PreparedDoc],
+    step: f32,
+    batch_size: usize,
+) -> Result<Tuned> {
     let start = Instant::now();
     let values = grid(step)?;
     let lowest = values[0];
@@ -218,43 +209,48 @@ pub fn tune(model: &JerexModel, docs: &[PreparedDoc], step: f32, batch_size: usi
     let (mention, mention_f1) = best(&mention_scores, previous.mention)
         .ok_or_else(|| Error::Config("no mention threshold could be scored".into()))?;
 
-    // 2. Coreference and relation thresholds.
-    let mut joint: Vec<((f32, f32), (f64, f64, f64))> = Vec::new();
+    // 2. Coreference and relation thresholds: (relation F1, coreference F1, entity F1) per
+    // relation value, per coreference value.
+    let mut joint: Vec<(f32, Vec<(f32, F1Triple)>)> = Vec::new();
     for &coref in &values {
         let preds = predict(Thresholds {
             mention,
             coref,
             relation: lowest,
         })?;
-        for &relation in &values {
-            let s = score(model, docs, &preds, |p| relations_above(p, relation))?;
-            joint.push((
-                (coref, relation),
-                (s.relation.f1(), s.coreference.f1(), s.entity.f1()),
-            ));
-        }
+        let per_relation = values
+            .iter()
+            .map(|&relation| {
+                let s = score(model, docs, &preds, |p| relations_above(p, relation))?;
+                Ok((
+                    relation,
+                    (s.relation.f1(), s.coreference.f1(), s.entity.f1()),
+                ))
+            })
+            .collect::<Result<_>>()?;
+        joint.push((coref, per_relation));
     }
-    // Choose the coreference value first by its best relation F1, then the relation value.
-    let per_coref: Vec<(f32, (f64, f64))> = values
+    // The coreference value by the best relation F1 it allows (ties: coreference F1), then the
+    // relation value for it.
+    let per_coref: Vec<(f32, (f64, f64))> = joint
         .iter()
-        .map(|&c| {
-            let top = joint
+        .map(|(c, rs)| {
+            let top = rs
                 .iter()
-                .filter(|((jc, _), _)| *jc == c)
                 .map(|(_, (r, co, _))| (*r, *co))
                 .fold((f64::MIN, f64::MIN), |a, b| if b > a { b } else { a });
-            (c, top)
+            (*c, top)
         })
         .collect();
     let (coref, _) = best(&per_coref, previous.coref)
         .ok_or_else(|| Error::Config("no coreference threshold could be scored".into()))?;
-    let per_relation: Vec<(f32, (f64, f64, f64))> = joint
+    let per_relation = joint
         .iter()
-        .filter(|((c, _), _)| *c == coref)
-        .map(|((_, r), s)| (*r, *s))
-        .collect();
+        .find(|(c, _)| *c == coref)
+        .map(|(_, rs)| rs.as_slice())
+        .unwrap_or_default();
     let (relation, (relation_f1, coreference_f1, entity_f1)) =
-        best(&per_relation, previous.relation)
+        best(per_relation, previous.relation)
             .ok_or_else(|| Error::Config("no relation threshold could be scored".into()))?;
 
     Ok(Tuned {
@@ -273,6 +269,9 @@ pub fn tune(model: &JerexModel, docs: &[PreparedDoc], step: f32, batch_size: usi
         seconds: start.elapsed().as_secs_f64(),
     })
 }
+
+/// (relation F1, coreference F1, entity F1).
+type F1Triple = (f64, f64, f64);
 
 /// Scores of `preds` after `view` (a thresholding of each prediction).
 fn score(
@@ -304,7 +303,12 @@ struct ScoreSet {
 /// The mentions scoring at least `t`, without entities or relations (for mention F1 only).
 fn only_mentions(p: &DocPrediction, t: f32) -> DocPrediction {
     DocPrediction {
-        mentions: p.mentions.iter().filter(|m| m.score >= t).copied().collect(),
+        mentions: p
+            .mentions
+            .iter()
+            .filter(|m| m.score >= t)
+            .copied()
+            .collect(),
         ..DocPrediction::default()
     }
 }
@@ -314,7 +318,12 @@ fn relations_above(p: &DocPrediction, t: f32) -> DocPrediction {
     DocPrediction {
         mentions: p.mentions.clone(),
         entities: p.entities.clone(),
-        relations: p.relations.iter().filter(|r| r.score >= t).cloned().collect(),
+        relations: p
+            .relations
+            .iter()
+            .filter(|r| r.score >= t)
+            .cloned()
+            .collect(),
     }
 }
 

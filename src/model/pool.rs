@@ -91,14 +91,22 @@ impl RangeMax {
 
 /// Element-wise max over groups of rows: `out[g] = max { src[i] : group[i] == g }` for
 /// `g < groups`. Every group must have at least one row (an empty group would stay `-inf`).
-/// One `index_reduce` op, differentiable.
+/// One differentiable `scatter_reduce` op.
 pub fn group_max(src: &Tensor, group: &Tensor, groups: i64) -> Tensor {
-    Tensor::full(
+    let init = Tensor::full(
         [groups, src.size()[1]],
         f64::NEG_INFINITY,
         (Kind::Float, src.device()),
-    )
-    .index_reduce(0, group, src, "amax", true)
+    );
+    scatter_max(&init, src, group)
+}
+
+/// `acc` with row `group[i]` replaced by its element-wise max with `src[i]` (not in place, so
+/// autograd sees it); chunked callers fold chunks into one accumulator.
+pub fn scatter_max(acc: &Tensor, src: &Tensor, group: &Tensor) -> Tensor {
+    // tch exposes `torch.scatter_reduce(..., include_self)` under the `internal_` prefix; the
+    // plain `scatter_reduce` is the legacy add/multiply-only overload.
+    acc.internal_scatter_reduce(0, &group.unsqueeze(1).expand_as(src), src, "amax", true)
 }
 
 #[cfg(test)]

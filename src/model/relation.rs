@@ -16,7 +16,7 @@ use crate::corpus::Span;
 use crate::layers::{embedding, Linear};
 use crate::model::config::{HeadConfig, RelationHead};
 use crate::model::input::{cat_rows, chunk_starts, clamp_index, index_tensor};
-use crate::model::pool::RangeMax;
+use crate::model::pool::{scatter_max, RangeMax};
 
 /// Where a mention sits: its word span (for distances) and its word-piece range in the batch's
 /// flat token axis (for contexts).
@@ -343,7 +343,7 @@ impl Mrc {
         let mut kept = Vec::new();
         for (c, &(start, len)) in chunks.iter().enumerate() {
             let u = pair_repr(c);
-            pooled = pooled.index_reduce(0, &entity_pair.narrow(0, start, len), &u, "amax", true);
+            pooled = scatter_max(&pooled, &u, &entity_pair.narrow(0, start, len));
             if chunks.len() == 1 {
                 kept.push(u);
             }
@@ -556,12 +556,30 @@ mod tests {
         let states = Tensor::randn([60, hidden], (Kind::Float, Device::Cpu));
         let pool = RangeMax::new(&states, 60);
         let places = vec![
-            MentionPlace { words: span(0, 2, 0), pieces: (0, 3) },
-            MentionPlace { words: span(2, 3, 0), pieces: (3, 4) },
-            MentionPlace { words: span(900, 901, 70), pieces: (20, 22) },
-            MentionPlace { words: span(5000, 5003, 400), pieces: (40, 45) },
-            MentionPlace { words: span(901, 902, 70), pieces: (22, 23) },
-            MentionPlace { words: span(5001, 5002, 400), pieces: (41, 42) },
+            MentionPlace {
+                words: span(0, 2, 0),
+                pieces: (0, 3),
+            },
+            MentionPlace {
+                words: span(2, 3, 0),
+                pieces: (3, 4),
+            },
+            MentionPlace {
+                words: span(900, 901, 70),
+                pieces: (20, 22),
+            },
+            MentionPlace {
+                words: span(5000, 5003, 400),
+                pieces: (40, 45),
+            },
+            MentionPlace {
+                words: span(901, 902, 70),
+                pieces: (22, 23),
+            },
+            MentionPlace {
+                words: span(5001, 5002, 400),
+                pieces: (41, 42),
+            },
         ];
         let ranges: Vec<(usize, usize)> = places.iter().map(|p| p.pieces).collect();
         let mention_reprs = pool.query(&ranges);
@@ -604,7 +622,13 @@ mod tests {
     fn mrc_split_equals_concatenation_in_any_chunking() {
         tch::manual_seed(3);
         let vs = nn::VarStore::new(Device::Cpu);
-        let mrc = Mrc::new(vs.root() / "relation_classification", 16, &HeadConfig::default(), 3, 5);
+        let mrc = Mrc::new(
+            vs.root() / "relation_classification",
+            16,
+            &HeadConfig::default(),
+            3,
+            5,
+        );
         let f = fixture(16);
         let input = input(&f);
         assert_eq!(f.pairs.len(), 2 * (6 + 2 + 3));
@@ -625,7 +649,10 @@ mod tests {
         );
         for chunk in [1, 2, 5, 1000] {
             let (pooled, wins) = mrc.pool_pairs(&input, false, chunk);
-            assert!(pooled.allclose(&expected, 1e-5, 1e-5, false), "chunk {chunk}");
+            assert!(
+                pooled.allclose(&expected, 1e-5, 1e-5, false),
+                "chunk {chunk}"
+            );
             // Every hidden dimension is won by some mention pair of its entity pair.
             let wins = Vec::<i64>::try_from(wins.unwrap()).unwrap();
             for w in f.pairs.offsets.windows(2) {

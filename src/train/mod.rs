@@ -3,6 +3,8 @@
 pub mod data;
 pub mod optim;
 pub mod sample;
+pub mod trainer;
 
 pub use optim::{AdamW, AdamWConfig, Schedule};
 pub use sample::{sample_document, DocSample, SamplingConfig};
+pub use trainer::{run, TrainArgs, TrainOptions, Trainer};

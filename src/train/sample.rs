@@ -198,7 +198,7 @@ fn sample_mentions(
     for (sent, w) in starts.windows(2).enumerate() {
         let (first, end) = (w[0], w[1]);
         for size in 1..=sampling.max_span_words.min(end - first) {
-            for start in first..=end - size {
+            for (start, &furthest) in reach.iter().enumerate().take(end - size + 1).skip(first) {
                 let span = Span {
                     start,
                     end: start + size,
@@ -207,7 +207,7 @@ fn sample_mentions(
                 if index_of.contains_key(&(span.start, span.end)) {
                     continue;
                 }
-                if reach[start] >= span.end {
+                if furthest >= span.end {
                     inside.push(span);
                 } else {
                     other.push(span);
@@ -331,11 +331,14 @@ mod tests {
         }
     }
 
+    /// Mentions as (sentence, start in sentence, length), and a type index.
+    type EntitySpec = (Vec<(usize, usize, usize)>, usize);
+
     /// A synthetic document from sentence lengths, entities as (sentence, start in sentence,
     /// length) lists with a type index, and relations as (head, tail, type index).
     fn make_doc(
         sentences: &[usize],
-        entities: &[(Vec<(usize, usize, usize)>, usize)],
+        entities: &[EntitySpec],
         relations: Option<&[(usize, usize, usize)]>,
     ) -> Document {
         let cfg = config();
@@ -418,7 +421,17 @@ mod tests {
         let mut inside: Vec<(usize, usize)> =
             s.spans[5..14].iter().map(|sp| (sp.start, sp.end)).collect();
         inside.sort_unstable();
-        let expected = [(1, 2), (1, 3), (2, 3), (2, 4), (3, 4), (6, 7), (7, 8), (11, 12), (12, 13)];
+        let expected = [
+            (1, 2),
+            (1, 3),
+            (2, 3),
+            (2, 4),
+            (3, 4),
+            (6, 7),
+            (7, 8),
+            (11, 12),
+            (12, 13),
+        ];
         assert_eq!(inside, expected);
         // Every span of <= 10 words inside one sentence: 36 + 21, minus the 4 gold spans.
         assert_eq!(s.spans.len() - 5, 36 + 21 - 4);
@@ -550,7 +563,7 @@ mod tests {
             prop_assert!(inside_count <= sampling.neg_mentions / 2);
             for n in negatives {
                 prop_assert!(!gold_set.contains(&(n.start, n.end)));
-                prop_assert!(n.len() >= 1 && n.len() <= sampling.max_span_words);
+                prop_assert!(!n.is_empty() && n.len() <= sampling.max_span_words);
                 prop_assert!(starts[n.sent] <= n.start && n.end <= starts[n.sent + 1]);
             }
             // Inside negatives come first; none of the rest lies inside a gold mention.

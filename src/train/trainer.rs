@@ -1,0 +1,776 @@
+//! `jerex train`: the training loop (reference 3.10, batched).
+//!
+//! A run starts from the pretrained encoder folder (heads initialised at random) or resumes
+//! from `OUTPUT/checkpoint/` (model, optimizer moments, epoch/step and history). Every epoch
+//! draws fresh samples (reference section 2) from streams fixed by `(seed, epoch, document)`,
+//! trains on length-bucketed batches in a seeded random order, then validates with full
+//! end-to-end inference. The best epoch by strict relation F1 (`rel_nec`; ties by entity, then
+//! mention F1) is saved as a model folder in `OUTPUT`. At the end the best model is evaluated
+//! once more with the gold-input tasks, and the run's summary (epochs, wall time, training
+//! docs/s, peak RSS, best validation scores) goes into the model's `config.json` under
+//! `training` and to stdout.
+//!
+//! Reproducibility: the same seed, data and settings give the same model on CPU. A run resumed
+//! at an epoch boundary continues exactly; one stopped by `--max-minutes` inside an epoch
+//! resumes at the next batch with the same samples, but dropout draws differ from an
+//! uninterrupted run.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+
+use crate::corpus::docred::relation_names;
+use crate::corpus::Document;
+use crate::device::{check_available, parse_devices, Precision};
+use crate::encoder::{load_pretrained, BertConfig};
+use crate::error::{Error, Result};
+use crate::eval::{evaluate, prepare_docs, Report, Scope, Scores};
+use crate::model::folder::{check_vocab, special_ids, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+use crate::model::{
+    HeadConfig, JerexModel, LoadedModel, ModelConfig, PreparedDoc, RelationHead, Thresholds,
+    WindowConfig,
+};
+use crate::paths;
+use crate::tokenize::WordPieceTokenizer;
+use crate::train::data::{
+    collect_types, load_dataset, peak_rss_mib, plan_epoch, sample_rng, torch_seed, SplitSpec,
+};
+use crate::train::optim::{AdamW, AdamWConfig, Schedule};
+use crate::train::sample::{sample_document, DocSample, SamplingConfig};
+
+/// Fraction of the optimizer steps spent warming up.
+const WARMUP_FRACTION: f64 = 0.1;
+/// Folder of the resumable state inside the output folder.
+const CHECKPOINT_DIR: &str = "checkpoint";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const STATE_FILE: &str = "state.json";
+
+/// `jerex train`: train a joint model on DocRED-format data.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// DocRED-format JSON training files. Documents without relation labels (no `labels` key)
+    /// train the mention, coreference and entity heads only.
+    #[arg(long = "train", num_args = 1..)]
+    pub train: Vec<PathBuf>,
+    /// Validation file (labelled DocRED JSON).
+    #[arg(long, conflicts_with = "split")]
+    pub validation: Option<PathBuf>,
+    /// `PATH:N`: the first N documents of PATH (file order) are added to the training data, the
+    /// remaining ones are the validation set. E.g. `--split ../shared/data/redocred/dev_revised.json:400`.
+    #[arg(long)]
+    pub split: Option<SplitSpec>,
+    /// DocRED `rel_info.json`: relation names, and every relation type it lists.
+    #[arg(long)]
+    pub rel_info: Option<PathBuf>,
+    /// Pretrained encoder folder (HuggingFace BERT: config.json, model.safetensors,
+    /// tokenizer.json); default: $JEREX_ENCODER or the bundled all-MiniLM-L6-v2.
+    #[arg(long)]
+    pub encoder: Option<PathBuf>,
+    /// Output folder: the best model, and `checkpoint/` to resume from.
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    #[arg(long, default_value_t = 20)]
+    pub epochs: usize,
+    /// Documents per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 5e-5)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Wall-clock budget: stop (with a checkpoint) once it is spent.
+    #[arg(long)]
+    pub max_minutes: Option<f64>,
+    /// Continue from OUTPUT/checkpoint (same data and settings).
+    #[arg(long)]
+    pub resume: bool,
+    /// Training device (one): `cpu`, `cuda:0`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Encoder precision on GPUs: fp32, bf16 or fp16 (CPU always runs fp32).
+    #[arg(long, default_value = "fp32")]
+    pub precision: Precision,
+    /// Relation head: `mrc` (JEREX) or `grc` (global baseline).
+    #[arg(long, default_value = "mrc", value_parser = parse_relation_head)]
+    pub relation_head: RelationHead,
+    /// Documents per forward pass during validation.
+    #[arg(long, default_value_t = 8)]
+    pub eval_batch_size: usize,
+}
+
+fn parse_relation_head(s: &str) -> std::result::Result<RelationHead, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "mrc" => Ok(RelationHead::Mrc),
+        "grc" => Ok(RelationHead::Grc),
+        other => Err(format!("unknown relation head '{other}' (mrc or grc)")),
+    }
+}
+
+/// Settings of the inner loop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainOptions {
+    pub batch_size: usize,
+    pub seed: u64,
+    pub max_grad_norm: f64,
+    pub sampling: SamplingConfig,
+}
+
+/// Mean losses over the batches of an epoch (or part of one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LossMeans {
+    pub mention: f64,
+    pub coref: f64,
+    pub entity: f64,
+    pub relation: f64,
+    pub total: f64,
+}
+
+/// What one call of [`Trainer::train_epoch`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochProgress {
+    /// Batches of the epoch done so far (including skipped ones of a resumed epoch).
+    pub batches_done: usize,
+    pub batches: usize,
+    /// Documents trained on in this call.
+    pub docs: usize,
+    pub losses: LossMeans,
+    /// Steps skipped because the loss was not finite.
+    pub skipped: usize,
+    pub seconds: f64,
+    /// True when the deadline stopped the epoch early.
+    pub stopped: bool,
+}
+
+/// The training loop over prepared documents: sampling, loss, clipping, AdamW, schedule.
+pub struct Trainer<'m> {
+    model: &'m JerexModel,
+    optimizer: AdamW,
+    schedule: Schedule,
+    options: TrainOptions,
+}
+
+impl<'m> Trainer<'m> {
+    /// `vs` holds the model's parameters; `total_steps` sets the learning-rate schedule.
+    pub fn new(
+        model: &'m JerexModel,
+        vs: &VarStore,
+        options: TrainOptions,
+        adamw: AdamWConfig,
+        total_steps: u64,
+    ) -> Self {
+        Trainer {
+            model,
+            optimizer: AdamW::new(vs, adamw),
+            schedule: Schedule::new(adamw.lr, total_steps, WARMUP_FRACTION),
+            options,
+        }
+    }
+
+    pub fn optimizer(&mut self) -> &mut AdamW {
+        &mut self.optimizer
+    }
+
+    /// Batches per epoch for `docs` documents.
+    pub fn batches_per_epoch(docs: usize, batch_size: usize) -> usize {
+        docs.div_ceil(batch_size.max(1))
+    }
+
+    /// Trains one epoch from batch `skip` on, until the plan is done or `deadline` passes
+    /// (checked before each step). Seeds libtorch for the epoch when starting it afresh.
+    pub fn train_epoch(
+        &mut self,
+        docs: &[PreparedDoc],
+        epoch: usize,
+        skip: usize,
+        deadline: Option<Instant>,
+        bar: &ProgressBar,
+    ) -> Result<EpochProgress> {
+        let start = Instant::now();
+        let lengths: Vec<usize> = docs.iter().map(PreparedDoc::piece_count).collect();
+        let plan = plan_epoch(&lengths, self.options.batch_size, self.options.seed, epoch);
+        if skip == 0 {
+            tch::manual_seed(torch_seed(self.options.seed, epoch));
+        }
+        bar.set_length(plan.len() as u64);
+        bar.set_position(skip.min(plan.len()) as u64);
+        let mut sums = [0.0f64; 5];
+        let mut progress = EpochProgress {
+            batches_done: skip.min(plan.len()),
+            batches: plan.len(),
+            docs: 0,
+            losses: LossMeans::default(),
+            skipped: 0,
+            seconds: 0.0,
+            stopped: false,
+        };
+        let mut trained = 0usize;
+        for batch in plan.iter().skip(skip) {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                progress.stopped = true;
+                break;
+            }
+            match self.step(docs, batch, epoch)? {
+                Some(losses) => {
+                    for (s, l) in sums.iter_mut().zip(losses) {
+                        *s += l;
+                    }
+                    trained += 1;
+                }
+                None => progress.skipped += 1,
+            }
+            progress.batches_done += 1;
+            progress.docs += batch.len();
+            let mean = |i: usize| sums[i] / trained.max(1) as f64;
+            bar.set_message(format!(
+                "loss {:.3} (mention {:.3} coref {:.3} entity {:.3} relation {:.3}) {:.1} docs/s",
+                mean(4),
+                mean(0),
+                mean(1),
+                mean(2),
+                mean(3),
+                progress.docs as f64 / start.elapsed().as_secs_f64().max(1e-9)
+            ));
+            bar.inc(1);
+        }
+        let mean = |i: usize| sums[i] / trained.max(1) as f64;
+        progress.losses = LossMeans {
+            mention: mean(0),
+            coref: mean(1),
+            entity: mean(2),
+            relation: mean(3),
+            total: mean(4),
+        };
+        progress.seconds = start.elapsed().as_secs_f64();
+        Ok(progress)
+    }
+
+    /// One optimizer step on the documents `batch`; `None` when the loss was not finite (the
+    /// update is skipped so one bad batch cannot destroy the weights).
+    fn step(
+        &mut self,
+        docs: &[PreparedDoc],
+        batch: &[usize],
+        epoch: usize,
+    ) -> Result<Option<[f64; 5]>> {
+        let config = self.model.config();
+        let sampling = &self.options.sampling;
+        let seed = self.options.seed;
+        let samples: Vec<DocSample> = batch
+            .par_iter()
+            .map(|&i| {
+                sample_document(
+                    &docs[i].doc,
+                    config,
+                    sampling,
+                    &mut sample_rng(seed, epoch, i),
+                )
+            })
+            .collect::<Result<_>>()?;
+        let inputs: Vec<PreparedDoc> = batch.iter().map(|&i| docs[i].clone()).collect();
+        self.optimizer.zero_grad();
+        let losses = self.model.loss(&inputs, &samples)?;
+        let values = [
+            losses.mention.double_value(&[]),
+            losses.coref.double_value(&[]),
+            losses.entity.double_value(&[]),
+            losses.relation.double_value(&[]),
+            losses.total.double_value(&[]),
+        ];
+        if !values[4].is_finite() {
+            let ids: Vec<&str> = batch.iter().map(|&i| docs[i].doc.id.as_str()).collect();
+            tracing::warn!(?ids, "non-finite loss, step skipped");
+            return Ok(None);
+        }
+        losses.total.backward();
+        self.optimizer.clip_grad_norm(self.options.max_grad_norm);
+        let lr = self.schedule.lr(self.optimizer.steps());
+        self.optimizer.step(lr);
+        Ok(Some(values))
+    }
+}
+
+/// F1 scores of one validation (percent).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct F1s {
+    pub mention: f64,
+    pub coreference: f64,
+    pub entity: f64,
+    pub relation: f64,
+}
+
+impl F1s {
+    fn of(s: &Scores) -> Self {
+        F1s {
+            mention: s.mention.f1(),
+            coreference: s.coreference.f1(),
+            entity: s.entity.f1(),
+            relation: s.relation.f1(),
+        }
+    }
+
+    /// Model selection: strict relation F1, then entity F1, then mention F1 (early epochs
+    /// often tie at relation F1 = 0).
+    fn key(&self) -> [f64; 3] {
+        [self.relation, self.entity, self.mention]
+    }
+}
+
+/// One epoch in the run's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based.
+    pub epoch: usize,
+    /// False when the budget ended the epoch early.
+    pub complete: bool,
+    pub losses: LossMeans,
+    pub docs_per_second: f64,
+    pub seconds: f64,
+    pub validation: Option<F1s>,
+}
+
+/// The resumable state (`checkpoint/state.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct TrainState {
+    /// Hash of the training data and settings: a resume must match it.
+    fingerprint: String,
+    /// Completed epochs.
+    epoch: usize,
+    /// Batches of epoch `epoch` already trained (after a budget stop).
+    batch_in_epoch: usize,
+    steps: u64,
+    train_seconds: f64,
+    wall_seconds: f64,
+    train_docs: u64,
+    /// 1-based epoch of the saved best model, and its validation F1s.
+    best: Option<(usize, Option<F1s>)>,
+    history: Vec<EpochRecord>,
+}
+
+/// The summary stored in the model's `config.json` (`training`) and printed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainSummary {
+    pub epochs: usize,
+    pub planned_epochs: usize,
+    pub steps: u64,
+    pub stopped_by_budget: bool,
+    pub wall_seconds: f64,
+    pub train_seconds: f64,
+    pub train_docs_per_second: f64,
+    pub peak_rss_mib: Option<f64>,
+    pub train_documents: usize,
+    pub validation_documents: usize,
+    pub dropped_unlabelled_documents: usize,
+    pub best_epoch: Option<usize>,
+    pub best_validation: Option<Report>,
+    pub train_files: Vec<PathBuf>,
+    pub validation: Option<String>,
+    pub encoder: Option<PathBuf>,
+    pub seed: u64,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub history: Vec<EpochRecord>,
+}
+
+/// Runs `jerex train` (see the module doc).
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let started = Instant::now();
+    let deadline = args
+        .max_minutes
+        .map(|m| started + Duration::from_secs_f64(m.max(0.0) * 60.0));
+    let devices = parse_devices(&args.device)?;
+    check_available(&devices)?;
+    let [device] = devices[..] else {
+        return Err(Error::Config(format!(
+            "training runs on one device, got '{}'",
+            args.device
+        )));
+    };
+    if args.train.is_empty() && args.split.is_none() {
+        return Err(Error::Config(
+            "no training data: give --train FILE... or --split PATH:N".into(),
+        ));
+    }
+    let (data, dropped) =
+        load_dataset(&args.train, args.validation.as_deref(), args.split.as_ref())?;
+    if data.train.is_empty() {
+        return Err(Error::Config("no labelled training document".into()));
+    }
+    let fingerprint = fingerprint(args, &data.train, &data.validation);
+    let checkpoint = args.output.join(CHECKPOINT_DIR);
+    std::fs::create_dir_all(&args.output).map_err(|e| Error::io(&args.output, e))?;
+
+    let (loaded, tokenizer_json, encoder_dir, mut state) = if args.resume {
+        let state: TrainState = read_json(&checkpoint.join(STATE_FILE))?;
+        if state.fingerprint != fingerprint {
+            return Err(Error::Config(format!(
+                "{}: the checkpoint was made with other data or settings (files, split, epochs, \
+                 batch size, lr, seed, relation head); start a new output folder or repeat them",
+                checkpoint.display()
+            )));
+        }
+        let loaded = JerexModel::load(&checkpoint, device, args.precision)?;
+        (loaded, checkpoint.join(TOKENIZER_FILE), None, state)
+    } else {
+        let dir = args
+            .encoder
+            .clone()
+            .or_else(paths::default_encoder_dir)
+            .ok_or_else(|| {
+                Error::Config(
+                    "no pretrained encoder: pass --encoder DIR or set JEREX_ENCODER".into(),
+                )
+            })?;
+        let all: Vec<&Document> = data.train.iter().chain(&data.validation).collect();
+        let loaded = fresh_model(args, &dir, &all, device)?;
+        let state = TrainState {
+            fingerprint,
+            epoch: 0,
+            batch_in_epoch: 0,
+            steps: 0,
+            train_seconds: 0.0,
+            wall_seconds: 0.0,
+            train_docs: 0,
+            best: None,
+            history: Vec::new(),
+        };
+        (loaded, dir.join(TOKENIZER_FILE), Some(dir), state)
+    };
+    let LoadedModel {
+        vs,
+        model,
+        config,
+        tokenizer,
+    } = loaded;
+    let max_span_words = config.heads.max_span_words;
+    let (train_count, validation_count) = (data.train.len(), data.validation.len());
+    let train_docs = prepare_docs(data.train, &tokenizer, max_span_words);
+    let validation_docs = prepare_docs(data.validation, &tokenizer, max_span_words);
+
+    let options = TrainOptions {
+        batch_size: args.batch_size.max(1),
+        seed: args.seed,
+        max_grad_norm: 1.0,
+        sampling: SamplingConfig::for_model(&config),
+    };
+    let per_epoch = Trainer::batches_per_epoch(train_docs.len(), options.batch_size);
+    let adamw = AdamWConfig {
+        lr: args.lr,
+        ..AdamWConfig::default()
+    };
+    let mut trainer = Trainer::new(
+        &model,
+        &vs,
+        options,
+        adamw,
+        (per_epoch * args.epochs) as u64,
+    );
+    if args.resume {
+        trainer
+            .optimizer()
+            .load(&checkpoint.join(OPTIMIZER_FILE), state.steps)?;
+    }
+    let save_model = |dir: &Path, training: serde_json::Value| -> Result<()> {
+        let config = ModelConfig {
+            training,
+            ..config.clone()
+        };
+        JerexModel::save(dir, &vs, &config, &tokenizer_json)
+    };
+
+    let run_start_wall = state.wall_seconds;
+    let mut stopped = false;
+    while state.epoch < args.epochs {
+        let epoch = state.epoch;
+        let bar = progress_bar(epoch, args.epochs);
+        let progress =
+            trainer.train_epoch(&train_docs, epoch, state.batch_in_epoch, deadline, &bar)?;
+        bar.finish_and_clear();
+        state.steps = trainer.optimizer().steps();
+        state.train_seconds += progress.seconds;
+        state.train_docs += progress.docs as u64;
+        let complete = !progress.stopped;
+        // A budget stop still leaves a usable model behind when none was saved yet.
+        let keep = complete || state.best.is_none();
+        let validation = if keep && !validation_docs.is_empty() {
+            let s = evaluate(
+                &model,
+                &validation_docs,
+                args.eval_batch_size,
+                Scope::EndToEnd,
+            )?;
+            Some(F1s::of(&s))
+        } else {
+            None
+        };
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            complete,
+            losses: progress.losses,
+            docs_per_second: progress.docs as f64 / progress.seconds.max(1e-9),
+            seconds: progress.seconds,
+            validation,
+        };
+        eprintln!("{}", describe(&record, args.epochs));
+        state.history.push(record);
+        let better = match (&state.best, validation) {
+            (None, _) => true,
+            (Some((_, best)), Some(now)) => best.is_none_or(|b| now.key() > b.key()),
+            // Without validation data the latest complete epoch is kept.
+            (Some(_), None) => complete && validation_docs.is_empty(),
+        };
+        if better {
+            state.best = Some((epoch + 1, validation));
+            save_model(
+                &args.output,
+                serde_json::json!({"in_progress": true, "epoch": epoch + 1}),
+            )?;
+        }
+        if complete {
+            state.epoch += 1;
+            state.batch_in_epoch = 0;
+        } else {
+            state.batch_in_epoch = progress.batches_done;
+        }
+        state.wall_seconds = run_start_wall + started.elapsed().as_secs_f64();
+        // Written whole into a fresh folder, then swapped in: a crash leaves the old one.
+        let fresh = args.output.join(format!("{CHECKPOINT_DIR}.new"));
+        save_model(&fresh, serde_json::Value::Null)?;
+        trainer.optimizer().save(&fresh.join(OPTIMIZER_FILE))?;
+        write_json_atomic(&fresh.join(STATE_FILE), &state)?;
+        replace_dir(&fresh, &checkpoint)?;
+        if progress.stopped {
+            stopped = true;
+            eprintln!(
+                "time budget spent: stopped in epoch {} at batch {}/{}; continue with --resume",
+                epoch + 1,
+                progress.batches_done,
+                progress.batches
+            );
+            break;
+        }
+    }
+    if !args.output.join(WEIGHTS_FILE).is_file() {
+        save_model(&args.output, serde_json::Value::Null)?;
+    }
+    drop(trainer);
+
+    // The best model, evaluated with the gold-input tasks too.
+    let best_validation = if validation_docs.is_empty() {
+        None
+    } else {
+        let best = JerexModel::load(&args.output, device, args.precision)?;
+        let scores = evaluate(
+            &best.model,
+            &validation_docs,
+            args.eval_batch_size,
+            Scope::Full,
+        )?;
+        eprint!("best model on validation:\n{}", scores.table());
+        Some(scores.report())
+    };
+    state.wall_seconds = run_start_wall + started.elapsed().as_secs_f64();
+    let summary = TrainSummary {
+        epochs: state.epoch,
+        planned_epochs: args.epochs,
+        steps: state.steps,
+        stopped_by_budget: stopped,
+        wall_seconds: state.wall_seconds,
+        train_seconds: state.train_seconds,
+        train_docs_per_second: state.train_docs as f64 / state.train_seconds.max(1e-9),
+        peak_rss_mib: peak_rss_mib(),
+        train_documents: train_count,
+        validation_documents: validation_count,
+        dropped_unlabelled_documents: dropped,
+        best_epoch: state.best.map(|(e, _)| e),
+        best_validation,
+        train_files: args.train.clone(),
+        validation: args
+            .validation
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .or_else(|| {
+                args.split.as_ref().map(|s| {
+                    format!(
+                        "{} after the first {} documents",
+                        s.path.display(),
+                        s.train_docs
+                    )
+                })
+            }),
+        encoder: encoder_dir,
+        seed: args.seed,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        history: state.history.clone(),
+    };
+    let value = serde_json::to_value(&summary).map_err(|e| Error::Config(e.to_string()))?;
+    let config_path = args.output.join(CONFIG_FILE);
+    let mut saved = ModelConfig::load(&config_path)?;
+    saved.training = value;
+    write_json_atomic(&config_path, &saved)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&summary).map_err(|e| Error::Config(e.to_string()))?
+    );
+    Ok(())
+}
+
+/// A new model: types from the data, the pretrained encoder's weights, heads at random (seeded).
+fn fresh_model(
+    args: &TrainArgs,
+    encoder_dir: &Path,
+    docs: &[&Document],
+    device: tch::Device,
+) -> Result<LoadedModel> {
+    let bert = BertConfig::load(&encoder_dir.join(CONFIG_FILE))?;
+    let tokenizer = WordPieceTokenizer::from_file(&encoder_dir.join(TOKENIZER_FILE))?;
+    let names = args.rel_info.as_deref().map(relation_names).transpose()?;
+    let (entity_types, relation_types) = collect_types(docs, names.as_deref());
+    // The default window, shrunk to small encoders' positions (overlap a quarter of it).
+    let max_len = WindowConfig::default()
+        .max_len
+        .min(bert.max_position_embeddings.max(0) as usize);
+    let window = WindowConfig {
+        max_len,
+        overlap: WindowConfig::default().overlap.min(max_len / 4),
+    };
+    let config = ModelConfig {
+        entity_types,
+        relation_types,
+        thresholds: Thresholds::default(),
+        heads: HeadConfig {
+            relation_head: args.relation_head,
+            ..HeadConfig::default()
+        },
+        window,
+        encoder: bert,
+        training: serde_json::Value::Null,
+    };
+    check_vocab(&tokenizer, &config, encoder_dir)?;
+    tch::manual_seed(torch_seed(args.seed, usize::MAX));
+    let mut vs = VarStore::new(device);
+    let model = JerexModel::new(&vs.root(), &config, special_ids(&tokenizer), args.precision)?;
+    load_pretrained(&mut vs, &encoder_dir.join(WEIGHTS_FILE), "bert.")?;
+    Ok(LoadedModel {
+        vs,
+        model,
+        config,
+        tokenizer,
+    })
+}
+
+/// What a resume must repeat: the documents (ids, in order) and every setting that shapes the
+/// run.
+fn fingerprint(args: &TrainArgs, train: &[Document], validation: &[Document]) -> String {
+    let mut h = blake3::Hasher::new();
+    for (tag, docs) in [("train", train), ("validation", validation)] {
+        h.update(tag.as_bytes());
+        for d in docs {
+            h.update(d.id.as_bytes());
+            h.update(&[0]);
+        }
+    }
+    let settings = format!(
+        "{}|{}|{}|{}|{:?}",
+        args.epochs, args.batch_size, args.lr, args.seed, args.relation_head
+    );
+    h.update(settings.as_bytes());
+    h.finalize().to_hex().to_string()
+}
+
+fn progress_bar(epoch: usize, epochs: usize) -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    let style = ProgressStyle::with_template(
+        "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+    )
+    .map(|s| s.progress_chars("=> "));
+    if let Ok(style) = style {
+        bar.set_style(style);
+    }
+    bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
+    bar
+}
+
+fn describe(r: &EpochRecord, epochs: usize) -> String {
+    let mut line = format!(
+        "epoch {}/{epochs}{}: loss {:.4} (mention {:.4}, coref {:.4}, entity {:.4}, relation {:.4}), {:.1} docs/s, {:.0} s",
+        r.epoch,
+        if r.complete { "" } else { " (partial)" },
+        r.losses.total,
+        r.losses.mention,
+        r.losses.coref,
+        r.losses.entity,
+        r.losses.relation,
+        r.docs_per_second,
+        r.seconds
+    );
+    if let Some(v) = r.validation {
+        line.push_str(&format!(
+            "; validation F1 mention {:.2}, coreference {:.2}, entity {:.2}, relation {:.2}",
+            v.mention, v.coreference, v.entity, v.relation
+        ));
+    }
+    line
+}
+
+/// Moves folder `from` to `to`, replacing what was there.
+fn replace_dir(from: &Path, to: &Path) -> Result<()> {
+    if to.exists() {
+        std::fs::remove_dir_all(to).map_err(|e| Error::io(to, e))?;
+    }
+    std::fs::rename(from, to).map_err(|e| Error::io(to, e))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `value` as pretty JSON next to `path` and renames it into place, so a reader (or a
+/// resume after a crash) never sees half a file.
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(value).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+    tmp.write_all(text.as_bytes())
+        .map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_key_prefers_relation_then_entity_then_mention() {
+        let f = |m, e, r| F1s {
+            mention: m,
+            coreference: 0.0,
+            entity: e,
+            relation: r,
+        };
+        assert!(f(50.0, 50.0, 1.0).key() > f(90.0, 90.0, 0.5).key());
+        assert!(f(50.0, 60.0, 0.0).key() > f(90.0, 50.0, 0.0).key());
+        assert!(f(60.0, 50.0, 0.0).key() > f(50.0, 50.0, 0.0).key());
+    }
+
+    #[test]
+    fn relation_head_flag_parses() {
+        assert_eq!(parse_relation_head("MRC"), Ok(RelationHead::Mrc));
+        assert_eq!(parse_relation_head("grc"), Ok(RelationHead::Grc));
+        assert!(parse_relation_head("x").is_err());
+    }
+}

@@ -1,0 +1,657 @@
+//! The corpus engine end to end: Parquet in, part files out, with the deterministic fake backend
+//! (batching, devices, threads, failures, formats, reruns) and with a tiny random real model.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use arrow::array::{Array, ArrayRef, Float32Array, RecordBatch};
+use arrow::compute::{concat_batches, lexsort_to_indices, take, SortColumn};
+use jerex::corpus::{text, Document};
+use jerex::device::Precision;
+use jerex::engine::fake::{Failures, FakeFactory};
+use jerex::engine::job::{BatchConfig, Compression, OutputFormat};
+use jerex::engine::pipeline::{OutputSettings, TABLES};
+use jerex::engine::worker::Mode;
+use jerex::engine::{
+    execute, sample, BackendFactory, ModelFactory, ModelInfo, PipelineConfig, Report, Unit,
+};
+use jerex::model::{folder, JerexModel, ModelConfig, Thresholds, TypeInfo, WindowConfig};
+use jerex::tokenize::WordPieceTokenizer;
+use jerex::{paths, schema};
+use tch::Device;
+
+fn types(keys: &[&str]) -> Vec<TypeInfo> {
+    keys.iter()
+        .map(|k| TypeInfo {
+            key: k.to_string(),
+            name: format!("{k} name"),
+        })
+        .collect()
+}
+
+fn test_config(vocab: i64, window: WindowConfig) -> ModelConfig {
+    ModelConfig {
+        entity_types: types(&["PER", "ORG", "LOC", "TIME", "NUM", "MISC"]),
+        relation_types: types(&["R1", "R2", "R3", "R4"]),
+        thresholds: Thresholds {
+            mention: 0.6,
+            coref: 0.5,
+            relation: 0.5,
+        },
+        heads: Default::default(),
+        window,
+        encoder: jerex::encoder::BertConfig::tiny(vocab),
+        training: serde_json::Value::Null,
+    }
+}
+
+fn tokenizer_json() -> Option<PathBuf> {
+    paths::require_encoder().map(|d| d.join(folder::TOKENIZER_FILE))
+}
+
+/// The fake's CPU side: the pretrained encoder's tokenizer and a made-up type inventory.
+fn fake_model(tok: &Path) -> ModelInfo {
+    let tokenizer = WordPieceTokenizer::from_file(tok).unwrap();
+    ModelInfo {
+        config: test_config(tokenizer.vocab_size() as i64, WindowConfig::default()),
+        tokenizer,
+        model_id: "fake@test".into(),
+    }
+}
+
+fn fake(failures: Failures) -> FakeFactory {
+    FakeFactory {
+        entity_types: 6,
+        relation_types: 4,
+        thresholds: test_config(10, WindowConfig::default()).thresholds,
+        failures,
+        delay: Duration::from_millis(3),
+    }
+}
+
+/// Two input files: the sample corpus as text (plus a blank row the reader rejects), and the
+/// same documents pre-tokenized under other ids.
+fn corpus(dir: &Path) -> Vec<Unit> {
+    let source = paths::repo_root().join("data/sample/sample.jsonl");
+    let mut docs = sample::read_jsonl(&source).unwrap();
+    let pretokenized: Vec<Document> = docs
+        .iter()
+        .map(|d| {
+            let mut s = text::segment(&format!("tok-{}", d.id), d.text.as_deref().unwrap());
+            s.text = None;
+            for w in s.sentences.iter_mut().flatten() {
+                w.chars = None;
+            }
+            s
+        })
+        .collect();
+    docs.push(Document {
+        id: "blank".into(),
+        text: Some("   ".into()),
+        ..Default::default()
+    });
+    let a = dir.join("text.parquet");
+    let b = dir.join("tokens.parquet");
+    sample::write_input_parquet(&a, &docs).unwrap();
+    sample::write_input_parquet(&b, &pretokenized).unwrap();
+    vec![Unit::file(&a), Unit::file(&b)]
+}
+
+struct Setup {
+    devices: Vec<Device>,
+    batch: BatchConfig,
+    threads: usize,
+    rows_per_part: usize,
+    format: OutputFormat,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            devices: vec![Device::Cpu],
+            batch: BatchConfig::default(),
+            threads: 1,
+            rows_per_part: 1_000_000,
+            format: OutputFormat::Parquet,
+        }
+    }
+}
+
+/// Small batches, several devices, two threads, many small parts.
+fn busy_setup() -> Setup {
+    Setup {
+        devices: vec![Device::Cuda(0), Device::Cuda(1), Device::Cuda(2)],
+        batch: BatchConfig {
+            max_word_pieces: 400,
+            max_docs: 3,
+            lookahead: 7,
+            max_spans: 2_000,
+            max_pairs: 10_000,
+        },
+        threads: 2,
+        rows_per_part: 7,
+        format: OutputFormat::Parquet,
+    }
+}
+
+fn run(
+    units: &[Unit],
+    out: &Path,
+    setup: &Setup,
+    model: &ModelInfo,
+    factory: &dyn BackendFactory,
+) -> jerex::Result<Report> {
+    let cfg = PipelineConfig {
+        units: units.to_vec(),
+        columns: Default::default(),
+        devices: setup.devices.clone(),
+        batch: setup.batch,
+        threads: setup.threads,
+        output: Some(OutputSettings {
+            dir: out.to_path_buf(),
+            format: setup.format,
+            compression: Compression::Zstd,
+            rows_per_part: setup.rows_per_part,
+        }),
+        mode: Mode::Predict,
+        keep_batches: false,
+        progress: false,
+    };
+    execute(&cfg, model, factory)
+}
+
+fn part_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// A whole table read back from its part files, sorted by the schema's sort key (documents also
+/// by source file and row: rejected rows have no id), without the `seconds` timing column.
+fn read_table(out: &Path, table: &str) -> RecordBatch {
+    let schema = schema::table(table).arrow_schema();
+    let mut batches = Vec::new();
+    for path in part_files(&out.join(table)) {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!name.starts_with('.'), "temporary file left behind: {name}");
+        let f = std::fs::File::open(&path).unwrap();
+        if name.ends_with(".parquet") {
+            let r =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 4096).unwrap();
+            batches.extend(r.map(|b| b.unwrap()));
+        } else {
+            let r = arrow::ipc::reader::FileReader::try_new(f, None).unwrap();
+            batches.extend(r.map(|b| b.unwrap()));
+        }
+    }
+    let all = concat_batches(&schema, &batches).unwrap();
+    let mut key: Vec<String> = schema::table(table).sort_key.clone();
+    if table == schema::DOCUMENTS {
+        key.extend(["source_file".to_string(), "source_row".to_string()]);
+    }
+    let cols: Vec<SortColumn> = key
+        .iter()
+        .map(|k| SortColumn {
+            values: all.column_by_name(k).unwrap().clone(),
+            options: None,
+        })
+        .collect();
+    let idx = lexsort_to_indices(&cols, None).unwrap();
+    let mut sorted: Vec<(String, ArrayRef)> = Vec::new();
+    for (f, c) in schema.fields().iter().zip(all.columns()) {
+        if f.name() != "seconds" {
+            sorted.push((f.name().clone(), take(c.as_ref(), &idx, None).unwrap()));
+        }
+    }
+    RecordBatch::try_from_iter(sorted).unwrap()
+}
+
+fn tables(out: &Path) -> Vec<RecordBatch> {
+    TABLES.iter().map(|t| read_table(out, t)).collect()
+}
+
+fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> &'a T {
+    b.column_by_name(name)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<T>()
+        .unwrap()
+}
+
+fn statuses(docs: &RecordBatch) -> Vec<(Option<String>, String)> {
+    let ids = column::<arrow::array::StringArray>(docs, "doc_id");
+    let st = column::<arrow::array::StringArray>(docs, "status");
+    (0..docs.num_rows())
+        .map(|i| {
+            (
+                ids.is_valid(i).then(|| ids.value(i).to_string()),
+                st.value(i).to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn fake_tables_do_not_depend_on_devices_batching_or_threads() {
+    let Some(tok) = tokenizer_json() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let units = corpus(dir.path());
+    let model = fake_model(&tok);
+    let factory = fake(Failures::default());
+
+    let base = run(
+        &units,
+        &dir.path().join("a"),
+        &Setup::default(),
+        &model,
+        &factory,
+    )
+    .unwrap();
+    assert_eq!(
+        (base.documents, base.ok, base.rejected, base.failed),
+        (41, 40, 1, 0)
+    );
+    assert!(
+        base.mentions > 100 && base.entities > 50 && base.relations > 20,
+        "{base:?}"
+    );
+    assert_eq!(base.parts, [2, 2, 2, 2], "one part per unit and table");
+
+    let busy = run(
+        &units,
+        &dir.path().join("b"),
+        &busy_setup(),
+        &model,
+        &factory,
+    )
+    .unwrap();
+    assert!(busy.batches > 14, "small batches: {}", busy.batches);
+    for d in &busy.devices {
+        assert!(
+            d.batches > 0,
+            "every device receives work: {:?}",
+            busy.devices
+        );
+    }
+    assert!(busy.parts[0] > 4, "rows_per_part splits parts");
+    let (a, b) = (tables(&dir.path().join("a")), tables(&dir.path().join("b")));
+    for (t, (x, y)) in TABLES.iter().zip(a.iter().zip(&b)) {
+        assert_eq!(x, y, "table {t} differs");
+    }
+    assert_eq!(a[0].num_rows(), base.mentions);
+    assert_eq!(a[3].num_rows(), 41);
+
+    // Part names carry the unit, and every part is sorted by the table's key.
+    let names: Vec<String> = part_files(&dir.path().join("b/mentions"))
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for n in &names {
+        let rest = n
+            .strip_prefix("part-")
+            .unwrap()
+            .strip_suffix(".parquet")
+            .unwrap();
+        let (hash, number) = rest.split_once('-').unwrap();
+        assert!(units.iter().any(|u| u.hash == hash), "{n}");
+        assert_eq!(number.len(), 5, "{n}");
+    }
+
+    // The rejected row is accounted for with its file and row.
+    let docs = &a[3];
+    let st = statuses(docs);
+    assert_eq!(st.iter().filter(|s| s.1 == "rejected").count(), 1);
+    assert!(st.iter().any(|s| s.0.is_none() && s.1 == "rejected"));
+}
+
+#[test]
+fn failing_batches_are_split_and_only_bad_documents_fail() {
+    let Some(tok) = tokenizer_json() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let units = corpus(dir.path());
+    let model = fake_model(&tok);
+    let setup = Setup {
+        batch: BatchConfig {
+            max_docs: 8,
+            lookahead: 16,
+            ..BatchConfig::default()
+        },
+        devices: vec![Device::Cuda(0), Device::Cuda(1)],
+        ..Setup::default()
+    };
+    run(
+        &units,
+        &dir.path().join("clean"),
+        &setup,
+        &model,
+        &fake(Failures::default()),
+    )
+    .unwrap();
+    let clean = tables(&dir.path().join("clean"));
+
+    // Out of memory above two documents: every batch is split until it fits; nothing is lost.
+    let oom = Failures {
+        max_docs: Some(2),
+        ..Failures::default()
+    };
+    let r = run(&units, &dir.path().join("oom"), &setup, &model, &fake(oom)).unwrap();
+    assert_eq!(r.failed, 0);
+    assert!(r.devices.iter().map(|d| d.retries).sum::<usize>() > 0);
+    assert_eq!(tables(&dir.path().join("oom")), clean);
+
+    // One poisoned document, by error and by panic: it alone fails, the rest is as clean.
+    for panic in [false, true] {
+        let poison = Failures {
+            poison: vec!["org-toyota".into()],
+            panic,
+            ..Failures::default()
+        };
+        let out = dir.path().join(format!("poison-{panic}"));
+        let r = run(&units, &out, &setup, &model, &fake(poison)).unwrap();
+        assert_eq!((r.failed, r.ok), (1, 39));
+        let got = tables(&out);
+        let st = statuses(&got[3]);
+        let failed: Vec<_> = st.iter().filter(|s| s.1 == "failed").collect();
+        assert_eq!(
+            failed,
+            vec![&(Some("org-toyota".to_string()), "failed".to_string())]
+        );
+        let reasons = column::<arrow::array::StringArray>(&got[3], "reason");
+        let i = st.iter().position(|s| s.1 == "failed").unwrap();
+        assert!(
+            reasons.value(i).contains("fake failure"),
+            "{}",
+            reasons.value(i)
+        );
+        // Every other document's mentions are exactly the clean run's.
+        let keep = |b: &RecordBatch| {
+            let ids = column::<arrow::array::StringArray>(b, "doc_id");
+            let mask: arrow::array::BooleanArray = (0..b.num_rows())
+                .map(|i| Some(ids.value(i) != "org-toyota"))
+                .collect();
+            arrow::compute::filter_record_batch(b, &mask).unwrap()
+        };
+        assert_eq!(keep(&got[0]), keep(&clean[0]));
+        assert!(got[0].num_rows() < clean[0].num_rows());
+    }
+}
+
+#[test]
+fn a_dead_device_leaves_its_share_to_the_others() {
+    let Some(tok) = tokenizer_json() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let units = corpus(dir.path());
+    let model = fake_model(&tok);
+    let setup = Setup {
+        devices: vec![Device::Cuda(0), Device::Cuda(1)],
+        ..busy_setup()
+    };
+    let one_dead = Failures {
+        dead_devices: vec![Device::Cuda(1)],
+        ..Failures::default()
+    };
+    let r = run(
+        &units,
+        &dir.path().join("a"),
+        &setup,
+        &model,
+        &fake(one_dead),
+    )
+    .unwrap();
+    assert_eq!((r.ok, r.failed), (40, 0));
+    assert!(r.devices[1].error.is_some() && r.devices[0].batches > 0);
+
+    let all_dead = Failures {
+        dead_devices: vec![Device::Cuda(0), Device::Cuda(1)],
+        ..Failures::default()
+    };
+    let err = run(
+        &units,
+        &dir.path().join("b"),
+        &setup,
+        &model,
+        &fake(all_dead),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("no device"), "{err}");
+}
+
+#[test]
+fn reruns_replace_a_units_parts_and_arrow_ipc_works() {
+    let Some(tok) = tokenizer_json() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let units = corpus(dir.path());
+    let model = fake_model(&tok);
+    let factory = fake(Failures::default());
+    let out = dir.path().join("out");
+    run(&units, &out, &busy_setup(), &model, &factory).unwrap();
+    let first = tables(&out);
+    // Fewer, larger parts the second time: stale small parts must not survive.
+    run(&units, &out, &Setup::default(), &model, &factory).unwrap();
+    assert_eq!(tables(&out), first);
+    assert_eq!(part_files(&out.join("mentions")).len(), 2);
+
+    let ipc = Setup {
+        format: OutputFormat::Arrow,
+        ..Setup::default()
+    };
+    run(&units, &dir.path().join("ipc"), &ipc, &model, &factory).unwrap();
+    assert_eq!(tables(&dir.path().join("ipc")), first);
+}
+
+/// pyarrow from the project's Python environment, when it is there (CI must have it).
+fn python_with_pyarrow() -> Option<PathBuf> {
+    let python = paths::repo_root().join(".venv/bin/python");
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import pyarrow.dataset"])
+        .status()
+        .is_ok_and(|s| s.success());
+    match (ok, paths::under_ci()) {
+        (true, _) => Some(python),
+        (false, true) => panic!("CI needs pyarrow in .venv (scripts/requirements.txt)"),
+        (false, false) => {
+            eprintln!("skipping: .venv/bin/python with pyarrow not found");
+            None
+        }
+    }
+}
+
+#[test]
+fn output_directories_are_pyarrow_datasets() {
+    let Some(tok) = tokenizer_json() else { return };
+    let Some(python) = python_with_pyarrow() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let units = corpus(dir.path());
+    let model = fake_model(&tok);
+    let factory = fake(Failures::default());
+    for (format, ds_format) in [
+        (OutputFormat::Parquet, "parquet"),
+        (OutputFormat::Arrow, "ipc"),
+    ] {
+        let out = dir.path().join(ds_format);
+        let setup = Setup {
+            format,
+            ..busy_setup()
+        };
+        let r = run(&units, &out, &setup, &model, &factory).unwrap();
+        let script = format!(
+            "import pyarrow.dataset as ds, sys\n\
+             for t in ['mentions', 'entities', 'relations', 'documents']:\n\
+             \x20   d = ds.dataset(sys.argv[1] + '/' + t, format='{ds_format}')\n\
+             \x20   print(t, d.count_rows(), ','.join(d.schema.names))\n"
+        );
+        let output = std::process::Command::new(&python)
+            .args(["-c", &script, out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let counts = [r.mentions, r.entities, r.relations, r.documents];
+        for ((line, table), count) in stdout.lines().zip(TABLES).zip(counts) {
+            let names: Vec<&str> = schema::table(table)
+                .columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            assert_eq!(line, format!("{table} {count} {}", names.join(",")));
+        }
+    }
+}
+
+const MENTION_SPREAD: f64 = 300.0;
+const MENTION_THRESHOLD: f32 = 0.8;
+
+/// A tiny randomly initialised real model saved as a model folder.
+fn tiny_model_folder(dir: &Path, tok: &Path) -> PathBuf {
+    tch::manual_seed(11);
+    let tokenizer = WordPieceTokenizer::from_file(tok).unwrap();
+    // Windows of 64 pieces: the longer sample documents are encoded in several windows.
+    let window = WindowConfig {
+        max_len: 64,
+        overlap: 16,
+    };
+    let mut config = test_config(tokenizer.vocab_size() as i64, window);
+    config.thresholds = Thresholds {
+        mention: MENTION_THRESHOLD,
+        coref: 0.5,
+        relation: 0.5,
+    };
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    JerexModel::new(
+        &vs.root(),
+        &config,
+        folder::special_ids(&tokenizer),
+        Precision::Fp32,
+    )
+    .unwrap();
+    // BERT's N(0, 0.02) init puts every mention probability within a hair of 0.5; a wider
+    // classifier spreads them so a threshold keeps a few percent of the candidates.
+    tch::no_grad(|| {
+        let mut w = vs
+            .variables()
+            .remove("mention_localization.mention_classifier.weight")
+            .unwrap();
+        let wider = &w * MENTION_SPREAD;
+        w.copy_(&wider);
+    });
+    let out = dir.join("tiny-model");
+    JerexModel::save(&out, &vs, &config, tok).unwrap();
+    out
+}
+
+/// Float columns within `tol`, every other column exactly.
+fn assert_close(t: &str, a: &RecordBatch, b: &RecordBatch, tol: f32) {
+    assert_eq!(a.schema(), b.schema(), "{t}");
+    assert_eq!(a.num_rows(), b.num_rows(), "{t}: row counts");
+    for (f, (x, y)) in a
+        .schema()
+        .fields()
+        .iter()
+        .zip(a.columns().iter().zip(b.columns()))
+    {
+        match (
+            x.as_any().downcast_ref::<Float32Array>(),
+            y.as_any().downcast_ref::<Float32Array>(),
+        ) {
+            (Some(x), Some(y)) => {
+                for (p, q) in x.values().iter().zip(y.values().iter()) {
+                    assert!((p - q).abs() <= tol, "{t}.{}: {p} vs {q}", f.name());
+                }
+            }
+            _ => assert_eq!(x, y, "{t}.{}", f.name()),
+        }
+    }
+}
+
+#[test]
+fn tiny_real_model_tables_do_not_depend_on_batching_devices_or_threads() {
+    let Some(tok) = tokenizer_json() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let source = paths::repo_root().join("data/sample/sample.jsonl");
+    let docs: Vec<Document> = sample::read_jsonl(&source)
+        .unwrap()
+        .into_iter()
+        .take(8)
+        .collect();
+    let input = dir.path().join("in.parquet");
+    sample::write_input_parquet(&input, &docs).unwrap();
+    let units = vec![Unit::file(&input)];
+    let model_dir = tiny_model_folder(dir.path(), &tok);
+    let model = ModelInfo::load(&model_dir).unwrap();
+    assert!(
+        model.model_id.starts_with("tiny-model@"),
+        "{}",
+        model.model_id
+    );
+    let factory = |max_word_pieces| ModelFactory {
+        dir: model_dir.clone(),
+        thresholds: model.config.thresholds,
+        precision: Precision::Fp32,
+        max_word_pieces,
+        threads: 1,
+    };
+    let one = Setup::default();
+    let r1 = run(&units, &dir.path().join("a"), &one, &model, &factory(8192)).unwrap();
+    assert_eq!((r1.ok, r1.failed), (8, 0));
+    eprintln!("tiny model: {r1:?}");
+    assert!(r1.mentions > 0 && r1.entities > 0, "{r1:?}");
+    assert!(r1.word_pieces > r1.words, "windows carry special tokens");
+    let two = Setup {
+        devices: vec![Device::Cpu, Device::Cpu],
+        batch: BatchConfig {
+            max_word_pieces: 200,
+            max_docs: 2,
+            lookahead: 3,
+            ..BatchConfig::default()
+        },
+        threads: 2,
+        rows_per_part: 5,
+        format: OutputFormat::Parquet,
+    };
+    let r2 = run(&units, &dir.path().join("b"), &two, &model, &factory(200)).unwrap();
+    assert!(r2.batches > r1.batches);
+    for (t, (x, y)) in TABLES.iter().zip(
+        tables(&dir.path().join("a"))
+            .iter()
+            .zip(&tables(&dir.path().join("b"))),
+    ) {
+        assert_close(t, x, y, 1e-4);
+    }
+}
+
+#[test]
+fn progress_free_runs_report_stage_times() {
+    let Some(tok) = tokenizer_json() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let units = corpus(dir.path());
+    let model = fake_model(&tok);
+    let r = run(
+        &units,
+        &dir.path().join("o"),
+        &Setup::default(),
+        &model,
+        &fake(Failures::default()),
+    )
+    .unwrap();
+    let s = &r.stages;
+    assert!(
+        s.read > 0.0 && s.prepare > 0.0 && s.device > 0.0 && s.decode > 0.0 && s.write > 0.0,
+        "{s:?}"
+    );
+    assert!(r.padded_word_pieces >= r.word_pieces && r.word_pieces > 0);
+    let text = jerex::engine::summary(&r, &dir.path().join("o"));
+    assert!(
+        text.starts_with("41 documents (40 ok, 1 rejected, 0 failed)"),
+        "{text}"
+    );
+    assert!(text.contains("examples:") && text.contains("--["), "{text}");
+}

@@ -1,0 +1,245 @@
+//! `jerex train`, `eval` and `tune` end to end on a tiny randomly initialised "pretrained"
+//! encoder folder and made-up DocRED-format files, all written to a temporary folder:
+//! same seed → same weights, a run stopped by its time budget and resumed ends with exactly the
+//! weights of an uninterrupted run, the model folder carries the training summary, evaluation
+//! scores a folder, and tuning writes thresholds from the grid into `config.json`.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use tch::nn::VarStore;
+use tch::{Device, Kind};
+
+use jerex::corpus::docred::read_docred;
+use jerex::device::Precision;
+use jerex::encoder::{save_all, BertConfig, BertModel};
+use jerex::eval::tune::{grid, TuneArgs};
+use jerex::eval::{evaluate_folder, Scope};
+use jerex::model::{JerexModel, ModelConfig, RelationHead};
+use jerex::train::data::SplitSpec;
+use jerex::train::TrainArgs;
+
+const WORDS: [&str; 16] = [
+    "anna", "ben", "clara", "paris", "rome", "oslo", "lima", "was", "born", "in", "lives", "he",
+    "she", "acme", "works", "for",
+];
+
+/// A BERT WordPiece `tokenizer.json` over [`WORDS`] (lower-casing, BERT pre-tokenizer).
+fn write_tokenizer(path: &Path) {
+    let mut vocab = serde_json::Map::new();
+    for (i, w) in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "."]
+        .iter()
+        .chain(WORDS.iter())
+        .enumerate()
+    {
+        vocab.insert(w.to_string(), json!(i));
+    }
+    let added: Vec<Value> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+        .iter()
+        .enumerate()
+        .map(|(id, content)| {
+            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let tokenizer = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": {"type": "BertNormalizer", "clean_text": true,
+                       "handle_chinese_chars": true, "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": null,
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab},
+    });
+    std::fs::write(path, tokenizer.to_string()).unwrap();
+}
+
+/// A "pretrained" encoder folder: tiny BERT config, random weights, the tokenizer.
+fn write_encoder(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = BertConfig::tiny(WORDS.len() as i64 + 5);
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string(&cfg).unwrap(),
+    )
+    .unwrap();
+    tch::manual_seed(1);
+    let vs = VarStore::new(Device::Cpu);
+    let _bert = BertModel::new(vs.root() / "bert", &cfg);
+    save_all(&vs, &dir.join("model.safetensors"), Kind::Float).unwrap();
+    write_tokenizer(&dir.join("tokenizer.json"));
+}
+
+/// A DocRED-format document: "P was born in L . he lives in L2 . [P works for O .]".
+fn docred_doc(i: usize) -> Value {
+    let people = ["anna", "ben", "clara"];
+    let places = ["paris", "rome", "oslo", "lima"];
+    let person = people[i % 3];
+    let (born, lives) = (places[i % 4], places[(i + 1) % 4]);
+    let mut sents = vec![
+        vec![person, "was", "born", "in", born, "."],
+        vec!["he", "lives", "in", lives, "."],
+    ];
+    let m = |pos: [usize; 2], sent: usize, t: &str| json!({"name": "", "pos": pos, "sent_id": sent, "type": t});
+    let mut vertex = vec![
+        json!([m([0, 1], 0, "PER"), m([0, 1], 1, "PER")]),
+        json!([m([4, 5], 0, "LOC")]),
+        json!([m([3, 4], 1, "LOC")]),
+    ];
+    let mut labels = vec![
+        json!({"h": 0, "t": 1, "r": "P19", "evidence": [0]}),
+        json!({"h": 0, "t": 2, "r": "P551", "evidence": [1]}),
+    ];
+    if i % 2 == 1 {
+        sents.push(vec![person, "works", "for", "acme", "."]);
+        vertex[0]
+            .as_array_mut()
+            .unwrap()
+            .push(m([0, 1], 2, "PER"));
+        vertex.push(json!([m([3, 4], 2, "ORG")]));
+        labels.push(json!({"h": 0, "t": 3, "r": "P108", "evidence": [2]}));
+    }
+    json!({"title": format!("doc {i}"), "sents": sents, "vertexSet": vertex, "labels": labels})
+}
+
+fn write_data(path: &Path, docs: usize) {
+    let docs: Vec<Value> = (0..docs).map(docred_doc).collect();
+    std::fs::write(path, Value::Array(docs).to_string()).unwrap();
+}
+
+fn args(root: &Path, output: &str) -> TrainArgs {
+    TrainArgs {
+        train: vec![],
+        validation: None,
+        split: Some(SplitSpec {
+            path: root.join("data.json"),
+            train_docs: 6,
+        }),
+        rel_info: Some(root.join("rel_info.json")),
+        encoder: Some(root.join("encoder")),
+        output: root.join(output),
+        epochs: 2,
+        batch_size: 2,
+        lr: 1e-3,
+        seed: 7,
+        max_minutes: None,
+        resume: false,
+        device: "cpu".into(),
+        precision: Precision::Fp32,
+        relation_head: RelationHead::Mrc,
+        eval_batch_size: 4,
+    }
+}
+
+fn weights(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("model.safetensors")).unwrap()
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    write_encoder(&root.join("encoder"));
+    write_data(&root.join("data.json"), 8);
+    std::fs::write(
+        root.join("rel_info.json"),
+        json!({"P19": "place of birth", "P551": "residence", "P108": "employer", "P17": "country"})
+            .to_string(),
+    )
+    .unwrap();
+    (tmp, root)
+}
+
+#[test]
+fn train_resume_eval_and_tune() {
+    let (_tmp, root) = setup();
+
+    // An uninterrupted run, and the same run again.
+    jerex::train::run(&args(&root, "a")).unwrap();
+    jerex::train::run(&args(&root, "b")).unwrap();
+    let (a, b) = (root.join("a"), root.join("b"));
+    assert_eq!(
+        weights(&a.join("checkpoint")),
+        weights(&b.join("checkpoint")),
+        "same seed, different model"
+    );
+
+    // The output folder is a model folder with types from the data and rel_info and the summary.
+    let config = ModelConfig::load(&a.join("config.json")).unwrap();
+    let keys = |ts: &[jerex::model::TypeInfo]| ts.iter().map(|t| t.key.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&config.entity_types), ["LOC", "ORG", "PER"]);
+    assert_eq!(keys(&config.relation_types), ["P108", "P17", "P19", "P551"]);
+    assert_eq!(config.relation_types[2].name, "place of birth");
+    let t = &config.training;
+    assert_eq!(t["epochs"], 2);
+    assert_eq!(t["steps"], 6);
+    assert_eq!(t["train_documents"], 6);
+    assert_eq!(t["validation_documents"], 2);
+    assert_eq!(t["history"].as_array().unwrap().len(), 2);
+    assert!(t["train_docs_per_second"].as_f64().unwrap() > 0.0);
+    assert!(t["best_validation"]["gold_input"]["entity"]["f1"].is_number());
+    assert!(matches!(t["best_epoch"].as_u64(), Some(1 | 2)));
+
+    // A run whose budget is spent at once stops with a checkpoint; resuming finishes it with the
+    // weights of the uninterrupted run.
+    let mut stopped = args(&root, "c");
+    stopped.max_minutes = Some(0.0);
+    jerex::train::run(&stopped).unwrap();
+    let c = root.join("c");
+    let partial = ModelConfig::load(&c.join("config.json")).unwrap();
+    assert_eq!(partial.training["stopped_by_budget"], true);
+    assert_eq!(partial.training["epochs"], 0);
+    let mut resumed = args(&root, "c");
+    resumed.resume = true;
+    jerex::train::run(&resumed).unwrap();
+    assert_eq!(weights(&c.join("checkpoint")), weights(&a.join("checkpoint")));
+
+    // Resuming with other settings is refused.
+    let mut other = args(&root, "c");
+    other.resume = true;
+    other.seed = 8;
+    assert!(jerex::train::run(&other).is_err());
+
+    // Evaluation of the folder on the validation documents.
+    let docs = read_docred(&root.join("data.json")).unwrap();
+    let scores = evaluate_folder(&a, &[Device::Cpu], Precision::Fp32, docs[6..].to_vec(), 4).unwrap();
+    assert_eq!(scores.documents, 2);
+    let gold_mentions = 4 + 6;
+    let m = scores.mention;
+    assert_eq!(m.tp + m.fn_, gold_mentions as u64);
+    // The same scores as the end-to-end part of the trainer's final evaluation.
+    let loaded = JerexModel::load(&a, Device::Cpu, Precision::Fp32).unwrap();
+    let prepared = jerex::eval::prepare_docs(docs[6..].to_vec(), &loaded.tokenizer, 10);
+    let again = jerex::eval::evaluate(&loaded.model, &prepared, 1, Scope::Full).unwrap();
+    assert_eq!((again.mention, again.relation), (scores.mention, scores.relation));
+    assert_eq!(again.gold_input, scores.gold_input);
+    assert_eq!(
+        t["best_validation"]["relation"]["f1"].as_f64().unwrap(),
+        scores.relation.f1()
+    );
+
+    // Tuning writes grid values into config.json and keeps the training summary.
+    jerex::eval::tune::run(&TuneArgs {
+        model: Some(a.clone()),
+        data: root.join("data.json"),
+        step: 0.25,
+        batch_size: 4,
+        device: "cpu".into(),
+        precision: Precision::Fp32,
+    })
+    .unwrap();
+    let tuned = ModelConfig::load(&a.join("config.json")).unwrap();
+    let values = grid(0.25).unwrap();
+    for v in [
+        tuned.thresholds.mention,
+        tuned.thresholds.coref,
+        tuned.thresholds.relation,
+    ] {
+        assert!(values.contains(&v), "{v} is not on the grid {values:?}");
+    }
+    assert!(tuned.training["tuning"]["result"]["passes"].as_u64().unwrap() >= 4);
+    assert_eq!(tuned.training["epochs"], 2);
+}
