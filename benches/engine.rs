@@ -7,7 +7,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use jerex::corpus::text;
 use jerex::engine::bucket::{pack, Cost};
-use jerex::engine::fake::{FakeFactory, Failures};
+use jerex::engine::fake::{Failures, FakeFactory};
 use jerex::engine::job::{BatchConfig, Compression, OutputFormat};
 use jerex::engine::{sample, BackendFactory};
 use jerex::model::{ModelConfig, PreparedDoc, Thresholds, TypeInfo};
@@ -109,7 +109,11 @@ fn bench(c: &mut Criterion) {
     let batch = record_batch(&mentions).unwrap();
     let dir = tempfile::tempdir().unwrap();
     for (format, compression, name) in [
-        (OutputFormat::Parquet, Compression::Zstd, "write_parquet_zstd"),
+        (
+            OutputFormat::Parquet,
+            Compression::Zstd,
+            "write_parquet_zstd",
+        ),
         (OutputFormat::Arrow, Compression::Lz4, "write_arrow_lz4"),
     ] {
         let w = PartWriter::new(dir.path(), &["mentions"], format, compression).unwrap();

@@ -97,12 +97,16 @@ fn synthetic_doc(i: usize, rng: &mut ChaCha8Rng) -> Document {
     let first = *FIRST.choose(rng).unwrap();
     let last = *LAST.choose(rng).unwrap();
     let places: Vec<&str> = PLACES.choose_multiple(rng, 2).copied().collect();
-    let name: Vec<&str> = if i % 2 == 0 {
+    let name: Vec<&str> = if i.is_multiple_of(2) {
         vec![first, last]
     } else {
         vec![first]
     };
-    let pronoun: &[&str] = if i % 3 == 0 { &["she"] } else { &["he"] };
+    let pronoun: &[&str] = if i.is_multiple_of(3) {
+        &["she"]
+    } else {
+        &["he"]
+    };
     let (person, born, lives) = (Some(0), Some(1), Some(2));
     let mut b = DocBuilder::new(&["PER", "LOC", "LOC"]);
     b.sentence(&[

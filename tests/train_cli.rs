@@ -96,10 +96,7 @@ fn docred_doc(i: usize) -> Value {
     ];
     if i % 2 == 1 {
         sents.push(vec![person, "works", "for", "acme", "."]);
-        vertex[0]
-            .as_array_mut()
-            .unwrap()
-            .push(m([0, 1], 2, "PER"));
+        vertex[0].as_array_mut().unwrap().push(m([0, 1], 2, "PER"));
         vertex.push(json!([m([3, 4], 2, "ORG")]));
         labels.push(json!({"h": 0, "t": 3, "r": "P108", "evidence": [2]}));
     }
@@ -195,7 +192,10 @@ fn train_resume_eval_and_tune() {
     let mut resumed = args(&root, "c");
     resumed.resume = true;
     jerex::train::run(&resumed).unwrap();
-    assert_eq!(weights(&c.join("checkpoint")), weights(&a.join("checkpoint")));
+    assert_eq!(
+        weights(&c.join("checkpoint")),
+        weights(&a.join("checkpoint"))
+    );
 
     // Resuming with other settings is refused.
     let mut other = args(&root, "c");
@@ -205,7 +205,8 @@ fn train_resume_eval_and_tune() {
 
     // Evaluation of the folder on the validation documents.
     let docs = read_docred(&root.join("data.json")).unwrap();
-    let scores = evaluate_folder(&a, &[Device::Cpu], Precision::Fp32, docs[6..].to_vec(), 4).unwrap();
+    let scores =
+        evaluate_folder(&a, &[Device::Cpu], Precision::Fp32, docs[6..].to_vec(), 4).unwrap();
     assert_eq!(scores.documents, 2);
     let gold_mentions = 4 + 6;
     let m = scores.mention;
@@ -214,7 +215,10 @@ fn train_resume_eval_and_tune() {
     let loaded = JerexModel::load(&a, Device::Cpu, Precision::Fp32).unwrap();
     let prepared = jerex::eval::prepare_docs(docs[6..].to_vec(), &loaded.tokenizer, 10);
     let again = jerex::eval::evaluate(&loaded.model, &prepared, 1, Scope::Full).unwrap();
-    assert_eq!((again.mention, again.relation), (scores.mention, scores.relation));
+    assert_eq!(
+        (again.mention, again.relation),
+        (scores.mention, scores.relation)
+    );
     assert_eq!(again.gold_input, scores.gold_input);
     assert_eq!(
         t["best_validation"]["relation"]["f1"].as_f64().unwrap(),
@@ -240,6 +244,11 @@ fn train_resume_eval_and_tune() {
     ] {
         assert!(values.contains(&v), "{v} is not on the grid {values:?}");
     }
-    assert!(tuned.training["tuning"]["result"]["passes"].as_u64().unwrap() >= 4);
+    assert!(
+        tuned.training["tuning"]["result"]["passes"]
+            .as_u64()
+            .unwrap()
+            >= 4
+    );
     assert_eq!(tuned.training["epochs"], 2);
 }

@@ -131,7 +131,8 @@ pub struct BatchConfig {
     /// Documents read ahead and sorted by length before packing: larger windows pad less but
     /// hold more documents in memory.
     pub lookahead: usize,
-    /// Candidate spans per batch (bounds the span heads' memory).
+    /// Candidate spans per batch: bounds the span heads' memory, which grows with candidate
+    /// spans × hidden size and dominates the peak after the encoder's own.
     pub max_spans: usize,
     /// Candidate mention pairs per batch (bounds the coreference and relation heads' memory;
     /// estimated before prediction from the candidate spans).
@@ -144,7 +145,7 @@ impl Default for BatchConfig {
             max_word_pieces: 8192,
             max_docs: 64,
             lookahead: 512,
-            max_spans: 100_000,
+            max_spans: 20_000,
             max_pairs: 2_000_000,
         }
     }
@@ -294,13 +295,11 @@ impl Job {
             if p.is_absolute() {
                 p.to_path_buf()
             } else {
-                base.join(p)
+                normalize(&base.join(p))
             }
         };
         for p in &mut self.input.paths {
-            if !Path::new(p.as_str()).is_absolute() {
-                *p = base.join(p.as_str()).to_string_lossy().into_owned();
-            }
+            *p = join(Path::new(p.as_str())).to_string_lossy().into_owned();
         }
         self.output.dir = join(&self.output.dir);
         if let Some(dir) = &self.model.dir {
@@ -417,6 +416,28 @@ impl Job {
         files.dedup();
         Ok(files)
     }
+}
+
+/// Removes `.` and `name/..` lexically (`jobs/../out` -> `out`), so logs and tables show the
+/// paths a user would type. Symbolic links are not resolved, so this never touches the disk.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
 }
 
 fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -566,6 +587,12 @@ mod tests {
         std::fs::write(&job_path, MINIMAL).unwrap();
         let job = Job::load(&job_path).unwrap();
         assert_eq!(job.output.dir, dir.path().join("out"));
+        assert_eq!(
+            normalize(Path::new("jobs/../out/./demo")),
+            Path::new("out/demo")
+        );
+        assert_eq!(normalize(Path::new("../data")), Path::new("../data"));
+        assert_eq!(normalize(Path::new("a/..")), Path::new("."));
         let files = job.input_files().unwrap();
         assert_eq!(
             files,

@@ -83,6 +83,13 @@ pub fn prepare_job(path: &Path, overrides: &JobOverrides, progress: bool) -> Res
     let devices = crate::device::parse_devices(&job.devices)?;
     crate::device::check_available(&devices)?;
     let model_dir = job.model_dir();
+    if !model_dir.join(crate::model::folder::CONFIG_FILE).is_file() {
+        return Err(Error::Config(format!(
+            "model.dir: {} is not a model folder (no config.json); train one with `jerex \
+             train`, or point model.dir, --model or JEREX_MODEL at one",
+            model_dir.display()
+        )));
+    }
     let model = ModelInfo::load(&model_dir)?;
     let thresholds = job.thresholds.apply(model.config.thresholds);
     let threads = job.cpu_threads();
@@ -90,7 +97,6 @@ pub fn prepare_job(path: &Path, overrides: &JobOverrides, progress: bool) -> Res
         dir: model_dir,
         thresholds,
         precision: job.model.precision,
-        max_word_pieces: job.batch.max_word_pieces,
         threads,
     };
     let units = job.input_files()?.iter().map(|p| Unit::file(p)).collect();

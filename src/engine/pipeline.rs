@@ -391,53 +391,52 @@ pub fn execute(
             for (unit, rows) in read_rx {
                 let t = Instant::now();
                 let source = cfg.units[unit].path.to_string_lossy().into_owned();
-                let results: Vec<std::result::Result<(PreparedDoc, Meta), DocResult>> = pool
-                    .install(|| {
-                        rows.into_par_iter()
-                            .map(|r| match r.doc {
-                                Ok(doc) => {
-                                    let hash = doc.content_hash();
-                                    let prepared = model.prepare(doc);
-                                    let cost = model.cost(&prepared);
-                                    Ok((
-                                        prepared,
-                                        Meta {
-                                            unit,
-                                            row: r.row as u64,
-                                            content_hash: hash,
-                                            cost,
-                                        },
-                                    ))
-                                }
-                                Err(reason) => Err(DocResult {
-                                    unit,
-                                    document: DocumentRow {
-                                        doc_id: None,
-                                        status: Status::Rejected,
-                                        reason: Some(reason),
-                                        source_file: source.clone(),
-                                        source_row: r.row as u64,
-                                        content_hash: None,
-                                        words: 0,
-                                        word_pieces: 0,
-                                        mentions: 0,
-                                        entities: 0,
-                                        relations: 0,
-                                        seconds: 0.0,
-                                        model_id: model.model_id.clone(),
-                                    },
-                                    rows: DocRows::default(),
-                                }),
-                            })
-                            .collect()
-                    });
-                let (good, bad): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
+                let mut docs = Vec::with_capacity(rows.len());
+                let mut rejected = Vec::new();
+                for r in rows {
+                    match r.doc {
+                        Ok(doc) => docs.push((r.row as u64, doc)),
+                        Err(reason) => rejected.push(DocResult {
+                            unit,
+                            document: DocumentRow {
+                                doc_id: None,
+                                status: Status::Rejected,
+                                reason: Some(reason),
+                                source_file: source.clone(),
+                                source_row: r.row as u64,
+                                content_hash: None,
+                                words: 0,
+                                word_pieces: 0,
+                                mentions: 0,
+                                entities: 0,
+                                relations: 0,
+                                seconds: 0.0,
+                                model_id: model.model_id.clone(),
+                            },
+                            rows: DocRows::default(),
+                        }),
+                    }
+                }
+                let good: Vec<(PreparedDoc, Meta)> = pool.install(|| {
+                    docs.into_par_iter()
+                        .map(|(row, doc)| {
+                            let content_hash = doc.content_hash();
+                            let prepared = model.prepare(doc);
+                            let cost = model.cost(&prepared);
+                            let meta = Meta {
+                                unit,
+                                row,
+                                content_hash,
+                                cost,
+                            };
+                            (prepared, meta)
+                        })
+                        .collect()
+                });
                 StageClock::add(&clock.prepare, t);
-                let bad: Vec<DocResult> = bad.into_iter().filter_map(|r| r.err()).collect();
-                if !bad.is_empty() && prep_write_tx.send(WriterMsg::Docs(bad)).is_err() {
+                if !rejected.is_empty() && prep_write_tx.send(WriterMsg::Docs(rejected)).is_err() {
                     return;
                 }
-                let good: Vec<_> = good.into_iter().filter_map(|r| r.ok()).collect();
                 if !good.is_empty() && prep_tx.send(good).is_err() {
                     return;
                 }

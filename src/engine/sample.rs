@@ -72,6 +72,16 @@ pub fn write_input_parquet(path: &Path, docs: &[Document]) -> Result<()> {
     let mut w = ArrowWriter::try_new(tmp.as_file(), schema, Some(props)).map_err(pq_err)?;
     w.write(&batch).map_err(pq_err)?;
     w.close().map_err(pq_err)?;
+    let mut perms = tmp
+        .as_file()
+        .metadata()
+        .map_err(|e| Error::io(path, e))?
+        .permissions();
+    // Temporary files are private (0600); the corpus is an ordinary readable file.
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    tmp.as_file()
+        .set_permissions(perms)
+        .map_err(|e| Error::io(path, e))?;
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())

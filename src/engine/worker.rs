@@ -39,9 +39,6 @@ pub struct ModelFactory {
     pub dir: PathBuf,
     pub thresholds: Thresholds,
     pub precision: Precision,
-    /// Padded word pieces per batch: the engine packs batches this size, so the encoder runs
-    /// each in one pass when its own budget is at least this.
-    pub max_word_pieces: usize,
     /// Intra-op threads of CPU replicas.
     pub threads: usize,
 }

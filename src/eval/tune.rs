@@ -6,9 +6,11 @@
 //!
 //! 1. **Mention threshold**, by mention F1. A prediction pass at threshold `floor` yields every
 //!    mention with probability ≥ `floor` and its score, which answers every grid value ≥
-//!    `floor` at once. Floors go down (0.75, 0.5, 0.25, lowest grid value) and stop once a pass
-//!    predicts more than [`MENTION_BUDGET`] times the gold mentions: lower thresholds cannot win
-//!    and would make the pair heads quadratic in spurious mentions.
+//!    `floor` at once (with coreference threshold 0, so each document is one cluster and no
+//!    entity pairs are scored). Floors go down (0.75, 0.5, 0.25, lowest grid value) and stop
+//!    once a pass predicts more than [`MENTION_BUDGET`] times the gold mentions: lower
+//!    thresholds cannot win and would make the pair heads quadratic in spurious mentions. A
+//!    model over the budget at its best threshold is refused (not trained enough).
 //! 2. **Coreference and relation thresholds together**, by strict relation F1 (`rel_nec`, ties
 //!    by coreference F1): one pass per coreference value, with the relation threshold at the
 //!    lowest grid value, so each pass answers every relation value by filtering scores.
@@ -31,7 +33,7 @@ use crate::paths;
 use crate::train::trainer::write_json_atomic;
 
 /// A mention pass stops lowering its floor once it predicts this many times the gold mentions.
-pub const MENTION_BUDGET: usize = 3;
+pub const MENTION_BUDGET: usize = 2;
 
 /// `jerex tune`: choose thresholds on a validation file.
 #[derive(Debug, Clone, clap::Args)]
@@ -190,24 +192,42 @@ pub fn tune(
         .filter(|&f| f >= lowest)
         .collect();
     floors.dedup();
+    let budget = MENTION_BUDGET * gold_mentions.max(1);
+    // Per grid value: mention F1 and the number of mentions it predicts.
+    let mut predicted_at: Vec<(f32, usize)> = Vec::new();
     let mut answered = f32::INFINITY;
     for floor in floors {
+        // Coreference threshold 0 merges every document into one cluster (every pair has
+        // probability > 0), so the pass scores mentions without paying for entity pairs.
         let preds = predict(Thresholds {
             mention: floor,
-            ..previous
+            coref: 0.0,
+            relation: previous.relation,
         })?;
         for &v in values.iter().filter(|&&v| v >= floor && v < answered) {
             let counts = score(model, docs, &preds, |p| only_mentions(p, v))?.mention;
             mention_scores.push((v, counts.f1()));
+            predicted_at.push((v, (counts.tp + counts.fp) as usize));
         }
         answered = floor;
         let predicted: usize = preds.iter().map(|p| p.mentions.len()).sum();
-        if predicted > MENTION_BUDGET * gold_mentions.max(1) {
+        if predicted > budget {
             break;
         }
     }
     let (mention, mention_f1) = best(&mention_scores, previous.mention)
         .ok_or_else(|| Error::Config("no mention threshold could be scored".into()))?;
+    // Beyond the budget, spurious singletons would make the relation pairs quadratic in them.
+    let predicted = predicted_at
+        .iter()
+        .find(|(v, _)| *v == mention)
+        .map_or(0, |&(_, n)| n);
+    if predicted > budget {
+        return Err(Error::Config(format!(
+            "at its best mention threshold {mention} the model predicts {predicted} mentions for \
+             {gold_mentions} gold ones: it is not trained enough to tune"
+        )));
+    }
 
     // 2. Coreference and relation thresholds: (relation F1, coreference F1, entity F1) per
     // relation value, per coreference value.

@@ -172,12 +172,18 @@ impl AdamW {
                 if !grad.defined() {
                     continue;
                 }
-                let _ = p.exp_avg.g_mul_scalar_(c.beta1);
-                let _ = p.exp_avg.g_add_(&(&grad * (1.0 - c.beta1)));
+                // In place where libtorch allows: the step is memory-bound, so every pass over
+                // the parameters counts.
+                let _ = p.exp_avg.lerp_(&grad, 1.0 - c.beta1);
                 let _ = p.exp_avg_sq.g_mul_scalar_(c.beta2);
-                let _ = p.exp_avg_sq.g_add_(&(&grad * &grad * (1.0 - c.beta2)));
-                let denom = p.exp_avg_sq.sqrt() + c.eps;
-                let _ = p.tensor.g_add_(&(&p.exp_avg / denom * (-step_size)));
+                let _ = p.exp_avg_sq.addcmul_(&(&grad * (1.0 - c.beta2)), &grad);
+                // p += m / ((sqrt(v) + eps) / -step_size); nothing to add at rate 0.
+                if step_size != 0.0 {
+                    let mut denom = p.exp_avg_sq.sqrt();
+                    let _ = denom.g_add_scalar_(c.eps);
+                    let _ = denom.g_div_scalar_(-step_size);
+                    let _ = p.tensor.addcdiv_(&p.exp_avg, &denom);
+                }
                 if p.decay && c.weight_decay > 0.0 {
                     let _ = p.tensor.g_mul_scalar_(1.0 - lr * c.weight_decay);
                 }
