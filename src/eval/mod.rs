@@ -20,7 +20,7 @@ use crate::corpus::docred::read_docred;
 use crate::corpus::Document;
 use crate::device::{check_available, parse_devices, Precision};
 use crate::error::{Error, Result};
-use crate::model::{DocPrediction, GoldInput, JerexModel, PreparedDoc, Thresholds};
+use crate::model::{DocPrediction, GoldInput, JerexModel, PreparedDoc};
 use crate::paths;
 use crate::tokenize::WordPieceTokenizer;
 
@@ -90,27 +90,6 @@ pub fn length_batches(docs: &[PreparedDoc], batch_size: usize) -> Vec<Vec<usize>
         .collect()
 }
 
-/// Predictions for every document (in document order), `gold` stages taken from the gold.
-pub fn predict_all(
-    model: &JerexModel,
-    docs: &[PreparedDoc],
-    thresholds: &Thresholds,
-    gold: GoldInput,
-    batch_size: usize,
-) -> Result<Vec<DocPrediction>> {
-    let mut out = vec![DocPrediction::default(); docs.len()];
-    for batch in length_batches(docs, batch_size) {
-        let inputs: Vec<PreparedDoc> = batch.iter().map(|&i| docs[i].clone()).collect();
-        for (i, p) in batch
-            .into_iter()
-            .zip(model.predict_from(&inputs, thresholds, gold)?)
-        {
-            out[i] = p;
-        }
-    }
-    Ok(out)
-}
-
 /// Which predictions [`evaluate`] makes and scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -141,10 +120,13 @@ fn predict_scope(
         levels.extend(GOLD_TASKS.iter().map(|(level, _)| *level));
     }
     let mut per_doc: Vec<Vec<DocPrediction>> = vec![Vec::new(); batch.len()];
+    // One encoder pass serves every level.
+    let encoded = model.encode_batch(&inputs);
     for level in levels {
-        for (slot, p) in per_doc
-            .iter_mut()
-            .zip(model.predict_from(&inputs, &thresholds, level)?)
+        for (slot, p) in
+            per_doc
+                .iter_mut()
+                .zip(model.predict_encoded(&encoded, &thresholds, level)?)
         {
             slot.push(p);
         }

@@ -79,6 +79,66 @@ struct DocState {
     types: Option<Vec<i64>>,
 }
 
+/// What the relation stage of a batch reads: mention and entity representations with their
+/// per-document offsets.
+struct RelationScope<'b> {
+    pool: &'b RangeMax,
+    places: &'b [MentionPlace],
+    clusters: &'b [Vec<usize>],
+    mention_reprs: &'b Tensor,
+    entity_reprs: &'b Tensor,
+    types: &'b Tensor,
+    mention_offsets: &'b [usize],
+    entity_offsets: &'b [usize],
+    threshold: f32,
+}
+
+/// Entity pairs scored together by the relation head, at most `limit` entity pairs and about
+/// `limit` mention pairs (what the head's per-pair tensors grow with). With the default chunk
+/// budget a few hundred typical documents fit in one group.
+struct RelationGroup {
+    /// Global entity indices (head, tail).
+    pairs: Vec<(usize, usize)>,
+    /// The document of each pair.
+    docs: Vec<usize>,
+    mention_pairs: usize,
+    limit: usize,
+}
+
+impl RelationGroup {
+    /// Chunks of the pair heads per group: large enough that groups rarely split a batch.
+    const CHUNKS: usize = 8;
+
+    fn new(chunk_rows: i64) -> RelationGroup {
+        RelationGroup {
+            pairs: Vec::new(),
+            docs: Vec::new(),
+            mention_pairs: 0,
+            limit: Self::CHUNKS * chunk_rows.max(1) as usize,
+        }
+    }
+
+    fn push(&mut self, doc: usize, head: usize, tail: usize, mention_pairs: usize) {
+        self.pairs.push((head, tail));
+        self.docs.push(doc);
+        self.mention_pairs += mention_pairs;
+    }
+
+    fn is_full(&self) -> bool {
+        self.pairs.len() >= self.limit || self.mention_pairs >= self.limit
+    }
+}
+
+/// A batch's encoder output, kept so the heads can run on it several times (gold-input
+/// evaluation, threshold search) without encoding again. Holds only the final states: the
+/// pooling table is rebuilt per prediction, which is cheap next to the encoder and keeps a
+/// cache of many batches small.
+pub struct EncodedBatch<'a> {
+    docs: &'a [PreparedDoc],
+    states: Tensor,
+    offsets: Vec<usize>,
+}
+
 /// The encoded batch.
 struct Batch<'a> {
     docs: &'a [PreparedDoc],
@@ -87,7 +147,22 @@ struct Batch<'a> {
     pool: RangeMax,
 }
 
-impl Batch<'_> {
+impl<'a> Batch<'a> {
+    fn pooled(encoded: &EncodedBatch<'a>) -> Batch<'a> {
+        // Contexts may span a whole document, so the table covers the longest one.
+        let longest = encoded
+            .docs
+            .iter()
+            .map(PreparedDoc::piece_count)
+            .max()
+            .unwrap_or(0);
+        Batch {
+            docs: encoded.docs,
+            pool: RangeMax::new(&encoded.states, longest),
+            offsets: encoded.offsets.clone(),
+        }
+    }
+
     /// Word-piece range of a span of document `d` in the flat token axis.
     fn pieces(&self, d: usize, span: Span) -> (usize, usize) {
         let (s, e) = self.docs[d].pieces(span);
@@ -174,29 +249,42 @@ impl JerexModel {
         thresholds: &Thresholds,
         gold: GoldInput,
     ) -> Result<Vec<DocPrediction>> {
-        tch::no_grad(|| self.run_predict(docs, thresholds, gold))
+        self.predict_encoded(&self.encode_batch(docs), thresholds, gold)
     }
 
-    fn encode<'a>(&self, docs: &'a [PreparedDoc], train: bool) -> Batch<'a> {
+    /// Runs the encoder once over `docs` (inference mode) for [`predict_encoded`](Self::predict_encoded).
+    pub fn encode_batch<'a>(&self, docs: &'a [PreparedDoc]) -> EncodedBatch<'a> {
+        tch::no_grad(|| self.encode_states(docs, false))
+    }
+
+    /// As [`predict_from`](Self::predict_from) on an already encoded batch.
+    pub fn predict_encoded(
+        &self,
+        encoded: &EncodedBatch,
+        thresholds: &Thresholds,
+        gold: GoldInput,
+    ) -> Result<Vec<DocPrediction>> {
+        tch::no_grad(|| self.run_predict(&Batch::pooled(encoded), thresholds, gold))
+    }
+
+    fn encode_states<'a>(&self, docs: &'a [PreparedDoc], train: bool) -> EncodedBatch<'a> {
         let ids: Vec<Vec<i64>> = docs.iter().map(PreparedDoc::piece_ids).collect();
         let refs: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
         let encoded = self.encoder.encode(&refs, train);
-        // Contexts may span a whole document, so the table covers the longest one.
-        let longest = docs.iter().map(PreparedDoc::piece_count).max().unwrap_or(0);
-        Batch {
+        EncodedBatch {
             docs,
-            pool: RangeMax::new(&encoded.states, longest),
+            states: encoded.states,
             offsets: encoded.offsets,
         }
     }
 
     fn run_predict(
         &self,
-        docs: &[PreparedDoc],
+        batch: &Batch,
         thresholds: &Thresholds,
         gold: GoldInput,
     ) -> Result<Vec<DocPrediction>> {
-        let batch = self.encode(docs, false);
+        let docs = batch.docs;
         let device = self.device();
 
         // Mentions.
@@ -205,7 +293,7 @@ impl JerexModel {
                 .map(|d| gold_state(d, &self.config, gold))
                 .collect::<Result<_>>()?
         } else {
-            self.detect_mentions(&batch, thresholds.mention)?
+            self.detect_mentions(batch, thresholds.mention)?
         };
         let mention_offsets = prefix_sums(states.iter().map(|s| s.mentions.len()));
         let places: Vec<MentionPlace> = states
@@ -247,45 +335,47 @@ impl JerexModel {
             entity_logits.argmax(-1, false)
         };
 
-        // Relations: every ordered pair of distinct entities of a document, (i, j) then (j, i).
-        let mut entity_pairs = Vec::new();
-        let mut pair_offsets = vec![0];
-        for (s, &off) in states.iter().zip(&entity_offsets) {
+        // Relations: every ordered pair of distinct entities of a document, (i, j) then (j, i),
+        // scored in groups of bounded size and thresholded group by group, so a document with
+        // very many entities costs time but never unbounded memory.
+        let scope = RelationScope {
+            pool: &batch.pool,
+            places: &places,
+            clusters: &clusters,
+            mention_reprs: &mention_reprs,
+            entity_reprs: &entity_reprs,
+            types: &types,
+            mention_offsets: &mention_offsets,
+            entity_offsets: &entity_offsets,
+            threshold: thresholds.relation,
+        };
+        let mut relations: Vec<Vec<PredRelation>> = vec![Vec::new(); docs.len()];
+        let mut group = RelationGroup::new(self.chunk_rows());
+        for (d, (s, &off)) in states.iter().zip(&entity_offsets).enumerate() {
             let n = s.clusters.len();
             for i in 0..n {
                 for j in (i + 1)..n {
-                    entity_pairs.push((off + i, off + j));
-                    entity_pairs.push((off + j, off + i));
+                    for (h, t) in [(off + i, off + j), (off + j, off + i)] {
+                        group.push(d, h, t, clusters[h].len() * clusters[t].len());
+                    }
+                    if group.is_full() {
+                        let done =
+                            std::mem::replace(&mut group, RelationGroup::new(self.chunk_rows()));
+                        self.score_relations(&scope, done, &mut relations)?;
+                    }
                 }
             }
-            pair_offsets.push(entity_pairs.len());
         }
-        let mention_pairs = MentionPairs::build(&places, &clusters, &entity_pairs);
-        let RelationOutput { logits, wins } = self.relation.forward(
-            &RelationInput {
-                pool: &batch.pool,
-                mention_reprs: &mention_reprs,
-                entity_reprs: &entity_reprs,
-                entity_types: &types,
-                entity_pairs: &entity_pairs,
-                mention_pairs: &mention_pairs,
-            },
-            false,
-            self.chunk_rows(),
-        );
+        self.score_relations(&scope, group, &mut relations)?;
 
         // The final wait: everything left comes to the host at once.
         let entity_probs = host_f32(&entity_probs)?;
         let types = host_i64(&types)?;
-        let rel_probs = host_f32(&logits.sigmoid())?;
-        let wins = wins.map(|w| host_i64(&w)).transpose()?;
-        let evidence = self.relation.evidence(&mention_pairs, wins.as_deref());
 
         let n_et = self.config.entity_types.len();
-        let n_rt = self.config.relation_types.len();
         let mut out = Vec::with_capacity(docs.len());
-        for (d, s) in states.into_iter().enumerate() {
-            let (m_off, e_off) = (mention_offsets[d], entity_offsets[d]);
+        for (d, (s, mut relations)) in states.into_iter().zip(relations).enumerate() {
+            let e_off = entity_offsets[d];
             let mentions = s
                 .mentions
                 .iter()
@@ -313,23 +403,6 @@ impl JerexModel {
                     }
                 })
                 .collect();
-            let mut relations = Vec::new();
-            for r in pair_offsets[d]..pair_offsets[d + 1] {
-                let (h, t) = entity_pairs[r];
-                let p = evidence[r];
-                let ev = (mention_pairs.head[p] - m_off, mention_pairs.tail[p] - m_off);
-                for (relation, &score) in rel_probs[r * n_rt..(r + 1) * n_rt].iter().enumerate() {
-                    if score >= thresholds.relation {
-                        relations.push(PredRelation {
-                            head: h - e_off,
-                            tail: t - e_off,
-                            relation,
-                            score,
-                            evidence: ev,
-                        });
-                    }
-                }
-            }
             relations.sort_by_key(|r| (r.head, r.tail, r.relation));
             out.push(DocPrediction {
                 mentions,
@@ -338,6 +411,53 @@ impl JerexModel {
             });
         }
         Ok(out)
+    }
+
+    /// Scores the entity pairs of `group` and appends each relation at or above `threshold`
+    /// (with its evidence mention pair) to its document's list.
+    fn score_relations(
+        &self,
+        scope: &RelationScope,
+        group: RelationGroup,
+        relations: &mut [Vec<PredRelation>],
+    ) -> Result<()> {
+        if group.pairs.is_empty() {
+            return Ok(());
+        }
+        let mention_pairs = MentionPairs::build(scope.places, scope.clusters, &group.pairs);
+        let RelationOutput { logits, wins } = self.relation.forward(
+            &RelationInput {
+                pool: scope.pool,
+                mention_reprs: scope.mention_reprs,
+                entity_reprs: scope.entity_reprs,
+                entity_types: scope.types,
+                entity_pairs: &group.pairs,
+                mention_pairs: &mention_pairs,
+            },
+            false,
+            self.chunk_rows(),
+        );
+        let probs = host_f32(&logits.sigmoid())?;
+        let wins = wins.map(|w| host_i64(&w)).transpose()?;
+        let evidence = self.relation.evidence(&mention_pairs, wins.as_deref());
+        let n_rt = self.config.relation_types.len();
+        for (r, (&(h, t), &d)) in group.pairs.iter().zip(&group.docs).enumerate() {
+            let (m_off, e_off) = (scope.mention_offsets[d], scope.entity_offsets[d]);
+            let p = evidence[r];
+            let ev = (mention_pairs.head[p] - m_off, mention_pairs.tail[p] - m_off);
+            for (relation, &score) in probs[r * n_rt..(r + 1) * n_rt].iter().enumerate() {
+                if score >= scope.threshold {
+                    relations[d].push(PredRelation {
+                        head: h - e_off,
+                        tail: t - e_off,
+                        relation,
+                        score,
+                        evidence: ev,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Scores every candidate span; keeps those at or above `threshold`, per document in
@@ -494,7 +614,7 @@ impl JerexModel {
             check_sample(doc, sample, n_et, n_rt)?;
         }
         let device = self.device();
-        let batch = self.encode(docs, true);
+        let batch = Batch::pooled(&self.encode_states(docs, true));
 
         // Mention localization over the sampled spans.
         let size_count = self.mention.size_count();

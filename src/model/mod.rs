@@ -17,5 +17,5 @@ pub mod relation;
 pub use config::{HeadConfig, ModelConfig, RelationHead, Thresholds, TypeInfo, WindowConfig};
 pub use folder::LoadedModel;
 pub use input::PreparedDoc;
-pub use joint::{GoldInput, JerexModel, Losses};
+pub use joint::{EncodedBatch, GoldInput, JerexModel, Losses};
 pub use prediction::{DocPrediction, PredEntity, PredMention, PredRelation};

@@ -88,8 +88,9 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// Tracks every trainable variable of `vs` (create the model first). Parameters are kept in
-    /// name order, so updates and saved state do not depend on hash-map order.
+    /// Tracks every trainable variable of `vs` that requires a gradient (create the model and
+    /// freeze what should stay fixed first). Parameters are kept in name order, so updates and
+    /// saved state do not depend on hash-map order.
     pub fn new(vs: &VarStore, config: AdamWConfig) -> Self {
         let vars = vs.variables_.lock().unwrap_or_else(|e| e.into_inner());
         let names: HashMap<usize, &String> = vars
@@ -100,6 +101,7 @@ impl AdamW {
         let mut params: Vec<Param> = vars
             .trainable_variables
             .iter()
+            .filter(|var| var.tensor.requires_grad())
             .map(|var| {
                 let name = names
                     .get(&(var.tensor.data_ptr() as usize))
@@ -175,8 +177,8 @@ impl AdamW {
                 // In place where libtorch allows: the step is memory-bound, so every pass over
                 // the parameters counts.
                 let _ = p.exp_avg.lerp_(&grad, 1.0 - c.beta1);
-                let _ = p.exp_avg_sq.g_mul_scalar_(c.beta2);
-                let _ = p.exp_avg_sq.addcmul_(&(&grad * (1.0 - c.beta2)), &grad);
+                // v = beta2 v + (1 - beta2) g² as one lerp.
+                let _ = p.exp_avg_sq.lerp_(&grad.square(), 1.0 - c.beta2);
                 // p += m / ((sqrt(v) + eps) / -step_size); nothing to add at rate 0.
                 if step_size != 0.0 {
                     let mut denom = p.exp_avg_sq.sqrt();
