@@ -5,4 +5,5 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$JEREX_ROOT"
 scripts/bootstrap.sh
-exec target/release/jerex run jobs/demo.toml "$@"
+# --overwrite: the demo always shows a fresh extraction, whatever an earlier run left in out/demo.
+exec target/release/jerex run jobs/demo.toml --overwrite "$@"

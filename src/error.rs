@@ -42,6 +42,38 @@ pub enum Error {
     Torch(#[from] tch::TchError),
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
+    /// Input units (files or row-group ranges) that could not be read to the end; the rest of
+    /// the run's output was written.
+    #[error("{} input unit(s) could not be read completely: {}", .0.len(), join(.0))]
+    Units(Vec<Error>),
+    /// The output directory holds another job's output: resuming would mix the two.
+    #[error(
+        "{path}: holds the output of a different job: {differences}; run with --overwrite to \
+         replace it, or choose another output directory"
+    )]
+    OtherJob { path: PathBuf, differences: String },
+}
+
+fn join(errors: &[Error]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What a caller (a job engine, a shell script) should do about an error; `jerex` maps each
+/// class to an exit code. Ordered by severity: when several errors end a run, the most severe
+/// class wins, because retrying cannot fix bad data or a bad configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ErrorClass {
+    /// May succeed when run again: I/O trouble (disk full, interrupted), device or memory
+    /// failures.
+    Retryable,
+    /// The input data is bad (corrupt or truncated file, a rejected document in strict mode).
+    Data,
+    /// The job, flags, model folder, input columns or output directory must be fixed.
+    Config,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -52,5 +84,111 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    /// A Parquet error about `path`; an I/O failure underneath (a full disk while writing)
+    /// stays an [`Error::Io`] so it is classed by its kind, not as bad data.
+    pub fn parquet(path: impl Into<PathBuf>, e: parquet::errors::ParquetError) -> Self {
+        match e {
+            parquet::errors::ParquetError::External(inner) => {
+                match inner.downcast::<std::io::Error>() {
+                    Ok(io) => Error::io(path, *io),
+                    Err(other) => Error::Parquet {
+                        path: path.into(),
+                        message: other.to_string(),
+                    },
+                }
+            }
+            e => Error::Parquet {
+                path: path.into(),
+                message: e.to_string(),
+            },
+        }
+    }
+
+    /// How the error should be handled (see [`ErrorClass`]).
+    pub fn class(&self) -> ErrorClass {
+        use std::io::ErrorKind as K;
+        match self {
+            Error::Io { source, .. } => match source.kind() {
+                K::NotFound
+                | K::PermissionDenied
+                | K::ReadOnlyFilesystem
+                | K::NotADirectory
+                | K::IsADirectory
+                | K::AlreadyExists
+                | K::InvalidInput
+                | K::InvalidFilename
+                | K::Unsupported => ErrorClass::Config,
+                K::InvalidData | K::UnexpectedEof => ErrorClass::Data,
+                _ => ErrorClass::Retryable,
+            },
+            Error::Arrow(arrow::error::ArrowError::IoError(..)) => ErrorClass::Retryable,
+            Error::Parquet { .. } | Error::BadRow { .. } | Error::BadDocument { .. } => {
+                ErrorClass::Data
+            }
+            Error::Arrow(_) => ErrorClass::Data,
+            Error::Json { .. }
+            | Error::Format { .. }
+            | Error::Config(_)
+            | Error::Tokenizer(_)
+            | Error::Weights { .. }
+            | Error::OtherJob { .. } => ErrorClass::Config,
+            Error::Device { .. } | Error::Torch(_) => ErrorClass::Retryable,
+            Error::Units(errors) => errors
+                .iter()
+                .map(Error::class)
+                .max()
+                .unwrap_or(ErrorClass::Data),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::ErrorKind;
+    use std::path::Path;
+
+    fn io(kind: ErrorKind) -> Error {
+        Error::io("/out/x", std::io::Error::from(kind))
+    }
+
+    #[test]
+    fn errors_are_classed_for_exit_codes() {
+        assert_eq!(io(ErrorKind::StorageFull).class(), ErrorClass::Retryable);
+        assert_eq!(io(ErrorKind::Interrupted).class(), ErrorClass::Retryable);
+        assert_eq!(io(ErrorKind::OutOfMemory).class(), ErrorClass::Retryable);
+        assert_eq!(io(ErrorKind::PermissionDenied).class(), ErrorClass::Config);
+        assert_eq!(
+            io(ErrorKind::ReadOnlyFilesystem).class(),
+            ErrorClass::Config
+        );
+        assert_eq!(io(ErrorKind::UnexpectedEof).class(), ErrorClass::Data);
+        let corrupt = Error::Parquet {
+            path: "a.parquet".into(),
+            message: "bad page".into(),
+        };
+        assert_eq!(corrupt.class(), ErrorClass::Data);
+        assert_eq!(Error::Config("x".into()).class(), ErrorClass::Config);
+        // Several failed units: the most severe class decides, since a retry cannot fix the
+        // others.
+        let units = Error::Units(vec![io(ErrorKind::StorageFull), corrupt]);
+        assert_eq!(units.class(), ErrorClass::Data);
+        assert!(units.to_string().starts_with("2 input unit(s)"), "{units}");
+        assert!(units.to_string().contains("a.parquet: bad page"), "{units}");
+    }
+
+    #[test]
+    fn parquet_errors_keep_an_underlying_io_error() {
+        let full = std::io::Error::from(ErrorKind::StorageFull);
+        let e = Error::parquet(
+            "p.parquet",
+            parquet::errors::ParquetError::External(full.into()),
+        );
+        assert!(matches!(&e, Error::Io { path, .. } if path == Path::new("p.parquet")));
+        assert_eq!(e.class(), ErrorClass::Retryable);
+        let eof = parquet::errors::ParquetError::EOF("footer".into());
+        assert_eq!(Error::parquet("p.parquet", eof).class(), ErrorClass::Data);
     }
 }

@@ -1,7 +1,30 @@
 //! The `jerex` command line: one binary for the life of a model and a corpus.
 
+use std::process::ExitCode;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use jerex::error::ErrorClass;
+
+/// Exit codes for job engines (Kubernetes, Slurm, cron) to act on; sysexits.h values where one
+/// fits.
+const EX_REJECTED: u8 = 3;
+const EX_DATAERR: u8 = 65;
+const EX_TEMPFAIL: u8 = 75;
+const EX_CONFIG: u8 = 78;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   success
+  3   success, but some documents were rejected or failed (reasons in the documents table);
+      all other output is written
+  65  bad input data stopped the run: a corrupt or truncated input file (the other files are
+      still processed), or a rejected document in strict mode
+  75  retryable failure: an I/O error such as a full disk, a device or out-of-memory failure,
+      an interruption; run again (finished units are kept)
+  78  bad configuration: job file, flags, model folder, input column names or types, an
+      output directory that cannot be written
+  1   any other error";
 
 #[derive(Parser)]
 #[command(
@@ -19,7 +42,10 @@ enum Command {
     /// Print the libtorch version, CUDA availability, devices, threads and where models are found.
     Doctor,
     /// Run a corpus job: Parquet documents in, mentions/entities/relations/documents tables out.
+    #[command(after_help = EXIT_CODES)]
     Run(jerex::engine::RunArgs),
+    /// Show how a job's work units split over shards (machines), without running anything.
+    Plan(jerex::engine::plan::PlanArgs),
     /// Measure pipeline throughput (prints one JSON object).
     Bench(jerex::engine::BenchArgs),
     /// Train a joint model on DocRED-format data (best epoch by strict relation F1).
@@ -30,16 +56,56 @@ enum Command {
     Tune(jerex::eval::tune::TuneArgs),
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     jerex::device::init_cuda();
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Doctor => doctor(),
-        Command::Run(args) => jerex::engine::run(&args).map(drop).map_err(Into::into),
-        Command::Bench(args) => jerex::engine::bench(&args).map(drop).map_err(Into::into),
-        Command::Train(args) => jerex::train::run(&args).map_err(Into::into),
-        Command::Eval(args) => jerex::eval::run(&args).map_err(Into::into),
-        Command::Tune(args) => jerex::eval::tune::run(&args).map_err(Into::into),
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version end here too, successfully; bad flags are bad configuration.
+            return if e.use_stderr() {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            let class = e.downcast_ref::<jerex::Error>().map(jerex::Error::class);
+            ExitCode::from(match class {
+                Some(ErrorClass::Config) => EX_CONFIG,
+                Some(ErrorClass::Data) => EX_DATAERR,
+                Some(ErrorClass::Retryable) => EX_TEMPFAIL,
+                None => 1,
+            })
+        }
+    }
+}
+
+/// Commands other than `run` succeed or fail, nothing in between.
+fn done<T>(r: jerex::Result<T>) -> Result<ExitCode> {
+    r.map(|_| ExitCode::SUCCESS).map_err(Into::into)
+}
+
+fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Doctor => doctor().map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => {
+            let report = jerex::engine::run(&args)?;
+            Ok(if report.rejected + report.failed > 0 {
+                ExitCode::from(EX_REJECTED)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Plan(args) => done(jerex::engine::plan::run(&args)),
+        Command::Bench(args) => done(jerex::engine::bench(&args)),
+        Command::Train(args) => done(jerex::train::run(&args)),
+        Command::Eval(args) => done(jerex::eval::run(&args)),
+        Command::Tune(args) => done(jerex::eval::tune::run(&args)),
     }
 }
 

@@ -17,9 +17,13 @@ pub const ENTITIES: &str = "entities";
 pub const RELATIONS: &str = "relations";
 /// One row per input document: status and counts.
 pub const DOCUMENTS: &str = "documents";
+/// One row per document an incremental run found new, changed or deleted.
+pub const CHANGES: &str = "changes";
+/// The documents an incremental job's knowledge base holds facts of (its state index).
+pub const STATE: &str = "state";
 
 /// The embedded definitions, in documentation order (input first, then the outputs).
-const SOURCES: [(&str, &str); 5] = [
+const SOURCES: [(&str, &str); 7] = [
     (
         DOCUMENTS_INPUT,
         include_str!("../schemas/documents_input.json"),
@@ -28,6 +32,8 @@ const SOURCES: [(&str, &str); 5] = [
     (ENTITIES, include_str!("../schemas/entities.json")),
     (RELATIONS, include_str!("../schemas/relations.json")),
     (DOCUMENTS, include_str!("../schemas/documents.json")),
+    (CHANGES, include_str!("../schemas/changes.json")),
+    (STATE, include_str!("../schemas/state.json")),
 ];
 
 /// One column of a table.
@@ -198,7 +204,7 @@ mod tests {
 
     #[test]
     fn output_tables_are_sorted_by_doc_id_first() {
-        for name in [MENTIONS, ENTITIES, RELATIONS, DOCUMENTS] {
+        for name in [MENTIONS, ENTITIES, RELATIONS, DOCUMENTS, CHANGES, STATE] {
             assert_eq!(table(name).sort_key[0], "doc_id", "{name}");
         }
     }

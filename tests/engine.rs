@@ -156,6 +156,7 @@ fn run(
         mode: Mode::Predict,
         keep_batches: false,
         progress: false,
+        checks: Default::default(),
     };
     execute(&cfg, model, factory)
 }
@@ -300,11 +301,11 @@ fn fake_tables_do_not_depend_on_devices_batching_or_threads() {
         assert_eq!(number.len(), 5, "{n}");
     }
 
-    // The rejected row is accounted for with its file and row.
+    // The rejected row is accounted for, under its id.
     let docs = &a[3];
     let st = statuses(docs);
     assert_eq!(st.iter().filter(|s| s.1 == "rejected").count(), 1);
-    assert!(st.iter().any(|s| s.0.is_none() && s.1 == "rejected"));
+    assert!(st.contains(&(Some("blank".into()), "rejected".into())));
 }
 
 #[test]
@@ -656,4 +657,53 @@ fn progress_free_runs_report_stage_times() {
         "{text}"
     );
     assert!(text.contains("examples:") && text.contains("--["), "{text}");
+}
+
+/// Sharding: every shard writing its part of the plan into one output directory (as on a shared
+/// volume) gives exactly a single run's tables.
+#[test]
+fn shards_together_write_exactly_the_single_run_tables() {
+    use jerex::engine::plan::{Plan, Shard};
+    let Some(tok) = tokenizer_json() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let docs = sample::read_jsonl(&paths::repo_root().join("data/sample/sample.jsonl")).unwrap();
+    // 300 rows in row groups of 128 make three units of the big file; the small one is a fourth.
+    let many: Vec<Document> = (0..15)
+        .flat_map(|r| {
+            docs.iter().map(move |d| Document {
+                id: format!("{}-{r}", d.id),
+                ..d.clone()
+            })
+        })
+        .collect();
+    let files = [
+        dir.path().join("big.parquet"),
+        dir.path().join("small.parquet"),
+    ];
+    sample::write_input_parquet(&files[0], &many).unwrap();
+    sample::write_input_parquet(&files[1], &docs).unwrap();
+    let plan = Plan::new(&files, dir.path(), 128).unwrap();
+    assert_eq!(plan.units.len(), 4);
+    let model = fake_model(&tok);
+    let factory = fake(Failures::default());
+    let setup = Setup::default();
+
+    let all: Vec<Unit> = plan.units.iter().map(|u| u.unit.clone()).collect();
+    let single = run(&all, &dir.path().join("single"), &setup, &model, &factory).unwrap();
+    assert_eq!(single.documents, 320);
+    let count = 3;
+    let mut documents = 0;
+    for index in 0..count {
+        let mine = plan.shard(Shard { index, count });
+        assert!(!mine.is_empty(), "shard {index} has work");
+        let report = run(&mine, &dir.path().join("sharded"), &setup, &model, &factory).unwrap();
+        documents += report.documents;
+    }
+    assert_eq!(documents, single.documents, "no document runs twice");
+    let single = tables(&dir.path().join("single"));
+    let sharded = tables(&dir.path().join("sharded"));
+    for (t, (x, y)) in TABLES.iter().zip(single.iter().zip(&sharded)) {
+        assert_eq!(x, y, "table {t} differs");
+    }
+    assert!(single[0].num_rows() > 300, "mentions were written");
 }

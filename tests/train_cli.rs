@@ -129,6 +129,9 @@ fn args(root: &Path, output: &str) -> TrainArgs {
         precision: Precision::Fp32,
         relation_head: RelationHead::Mrc,
         eval_batch_size: 4,
+        // The default model's speed settings, so their code paths are trained here too.
+        freeze_word_embeddings: true,
+        attention_dropout: Some(0.0),
     }
 }
 
@@ -163,6 +166,22 @@ fn train_resume_eval_and_tune() {
         weights(&b.join("checkpoint")),
         "same seed, different model"
     );
+
+    // Frozen word embeddings leave training exactly as pretrained; the rest moves.
+    let tensor = |path: PathBuf, key: &str| {
+        tch::Tensor::read_safetensors(path)
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("no {key}"))
+            .1
+    };
+    let trained = a.join("model.safetensors");
+    let pretrained = root.join("encoder/model.safetensors");
+    let word = "bert.embeddings.word_embeddings.weight";
+    assert!(tensor(trained.clone(), word).equal(&tensor(pretrained.clone(), word)));
+    let query = "bert.encoder.layer.0.attention.self.query.weight";
+    assert!(!tensor(trained, query).equal(&tensor(pretrained, query)));
 
     // The output folder is a model folder with types from the data and rel_info and the summary.
     let config = ModelConfig::load(&a.join("config.json")).unwrap();

@@ -2,15 +2,17 @@
 //!
 //! Reads one record batch at a time with a projection of only the id and content columns, so
 //! memory stays bounded whatever the file size and other (wide) columns are never decoded. Work
-//! can be split by row groups ([`open_row_groups`]). A bad row (null id, missing or empty text)
-//! is reported with its row number and the reader moves on; a file-level problem (missing column,
-//! wrong column type, corrupt or truncated file) is an [`Error`] naming the file.
+//! can be split by row groups ([`open_row_groups`]). A bad row (null id, missing or empty text,
+//! bytes that are not UTF-8 in a binary column) is reported with its row number and, when
+//! readable, its id, and the reader moves on. A file-level problem is an [`Error`] naming the
+//! file: a missing column or wrong column type is [`Error::Format`] (the job's columns do not fit
+//! the file), a corrupt or truncated file is [`Error::Parquet`].
 
 use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray, ListArray, StringArray};
+use arrow::array::{Array, AsArray, BinaryArray, ListArray, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Schema};
 use arrow::record_batch::RecordBatch;
@@ -43,10 +45,12 @@ impl Default for InputColumns {
     }
 }
 
-/// One input row: its 0-based row number in the file and the document, or why it was rejected.
+/// One input row: its 0-based row number in the file, its id when readable (also for rejected
+/// rows, so the `documents` table can name them) and the document, or why it was rejected.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowResult {
     pub row: usize,
+    pub id: Option<String>,
     pub doc: std::result::Result<Document, String>,
 }
 
@@ -78,21 +82,21 @@ pub fn open_row_groups(
     groups: Range<usize>,
 ) -> Result<DocReader> {
     let builder = builder(path)?;
-    let fail = |message: String| Error::Parquet {
-        path: path.to_path_buf(),
-        message,
-    };
     let count = builder.metadata().num_row_groups();
     if groups.start > groups.end || groups.end > count {
-        return Err(fail(format!(
-            "row groups {groups:?} out of range ({count} row groups)"
-        )));
+        return Err(Error::Parquet {
+            path: path.to_path_buf(),
+            message: format!("row groups {groups:?} out of range ({count} row groups)"),
+        });
     }
     let first_row = builder.metadata().row_groups()[..groups.start]
         .iter()
         .map(|g| g.num_rows() as usize)
         .sum();
-    let resolved = resolve(builder.schema(), columns).map_err(fail)?;
+    let resolved = resolve(builder.schema(), columns).map_err(|message| Error::Format {
+        path: path.to_path_buf(),
+        message,
+    })?;
     let roots: Vec<usize> = resolved.iter().map(|(i, _)| *i).collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
     let batches = builder
@@ -100,7 +104,7 @@ pub fn open_row_groups(
         .with_row_groups(groups.collect())
         .with_batch_size(BATCH_ROWS)
         .build()
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| Error::parquet(path, e))?;
     let name = |role: Role| {
         resolved
             .iter()
@@ -137,25 +141,26 @@ impl DocReader {
         &self.path
     }
 
-    /// Normalizes a record batch's columns to plain Utf8 / List<List<Utf8>> arrays (a no-op for
-    /// files written that way), so row conversion has one code path.
+    /// Normalizes a record batch's columns to plain Utf8 (or Binary) / List<List<Utf8>> arrays
+    /// (a no-op for files written that way), so row conversion has one code path.
     fn rows(&self, batch: &RecordBatch) -> Result<Rows> {
-        let column = |name: &str, to: &DataType| {
-            let array = batch.column_by_name(name).ok_or_else(|| Error::Parquet {
+        let column = |name: &str| {
+            batch.column_by_name(name).ok_or_else(|| Error::Parquet {
                 path: self.path.clone(),
                 message: format!("column {name:?} missing from a record batch"),
-            })?;
-            Ok::<_, Error>(cast(array, to)?)
+            })
         };
-        let ids = column(&self.id, &DataType::Utf8)?
-            .as_string::<i32>()
-            .clone();
+        let ids = StrColumn::new(column(&self.id)?)?;
         let text = match &self.text {
-            Some(name) => Some(column(name, &DataType::Utf8)?.as_string::<i32>().clone()),
+            Some(name) => Some(StrColumn::new(column(name)?)?),
             None => None,
         };
         let sentences = match &self.sentences {
-            Some(name) => Some(column(name, &sentences_type())?.as_list::<i32>().clone()),
+            Some(name) => Some(
+                cast(column(name)?, &sentences_type())?
+                    .as_list::<i32>()
+                    .clone(),
+            ),
             None => None,
         };
         Ok(Rows {
@@ -176,11 +181,11 @@ impl Iterator for DocReader {
             }
             if let Some((rows, i)) = &mut self.batch {
                 if *i < rows.ids.len() {
-                    let doc = rows.document(*i);
+                    let (id, doc) = rows.document(*i);
                     *i += 1;
                     let row = self.next_row;
                     self.next_row += 1;
-                    return Some(Ok(RowResult { row, doc }));
+                    return Some(Ok(RowResult { row, id, doc }));
                 }
             }
             let next = match self.batches.next() {
@@ -205,39 +210,84 @@ impl Iterator for DocReader {
     }
 }
 
+/// A string column as read. Binary columns stay bytes and are checked for UTF-8 row by row, so
+/// one row of bad bytes is rejected instead of failing the whole file.
+enum StrColumn {
+    Utf8(StringArray),
+    Binary(BinaryArray),
+}
+
+impl StrColumn {
+    fn new(array: &dyn Array) -> Result<StrColumn> {
+        Ok(if is_binary(array.data_type()) {
+            StrColumn::Binary(cast(array, &DataType::Binary)?.as_binary::<i32>().clone())
+        } else {
+            StrColumn::Utf8(cast(array, &DataType::Utf8)?.as_string::<i32>().clone())
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            StrColumn::Utf8(a) => a.len(),
+            StrColumn::Binary(a) => a.len(),
+        }
+    }
+
+    /// The value of row `i`: `None` when null, an error naming the first bad byte when the
+    /// bytes are not UTF-8.
+    fn get(&self, i: usize) -> Option<std::result::Result<&str, String>> {
+        match self {
+            StrColumn::Utf8(a) => a.is_valid(i).then(|| Ok(a.value(i))),
+            StrColumn::Binary(a) => a.is_valid(i).then(|| {
+                std::str::from_utf8(a.value(i))
+                    .map_err(|e| format!("is not valid UTF-8 (byte {})", e.valid_up_to()))
+            }),
+        }
+    }
+}
+
 /// One record batch's columns, normalized.
 struct Rows {
-    ids: StringArray,
-    text: Option<StringArray>,
+    ids: StrColumn,
+    text: Option<StrColumn>,
     sentences: Option<ListArray>,
 }
 
 impl Rows {
-    fn document(&self, i: usize) -> std::result::Result<Document, String> {
-        if self.ids.is_null(i) {
-            return Err("null id".into());
-        }
-        let id = self.ids.value(i);
-        if id.trim().is_empty() {
-            return Err("empty id".into());
-        }
-        if let Some(text) = self.text.as_ref().filter(|t| !t.is_null(i)) {
-            let doc = text::segment(id, text.value(i));
-            return if doc.sentences.is_empty() {
-                Err("text is empty or has no words".into())
-            } else {
-                Ok(doc)
-            };
+    /// Row `i`'s id (when readable) and its document or why it is rejected.
+    fn document(&self, i: usize) -> (Option<String>, std::result::Result<Document, String>) {
+        let id = match self.ids.get(i) {
+            None => return (None, Err("null id".into())),
+            Some(Err(e)) => return (None, Err(format!("id {e}"))),
+            Some(Ok(id)) if id.trim().is_empty() => return (None, Err("empty id".into())),
+            Some(Ok(id)) => id,
+        };
+        (Some(id.to_string()), self.content(id, i))
+    }
+
+    /// Text wins; empty text falls back to the row's sentences, if any.
+    fn content(&self, id: &str, i: usize) -> std::result::Result<Document, String> {
+        let text = self.text.as_ref().and_then(|t| t.get(i)).transpose();
+        let text = text.map_err(|e| format!("text {e}"))?;
+        if let Some(t) = text {
+            let doc = text::segment(id, t);
+            if !doc.sentences.is_empty() {
+                return Ok(doc);
+            }
         }
         if let Some(sentences) = self.sentences.as_ref().filter(|s| !s.is_null(i)) {
             return pretokenized(id, &sentences.value(i));
         }
-        Err(match (&self.text, &self.sentences) {
-            (Some(_), Some(_)) => "null text and null sentences",
-            (Some(_), None) => "null text",
-            _ => "null sentences",
-        }
-        .into())
+        let text = self.text.as_ref().map(|_| match text {
+            Some(_) => "text is empty or has no words",
+            None => "null text",
+        });
+        let sentences = self.sentences.as_ref().map(|_| "null sentences");
+        Err(text
+            .into_iter()
+            .chain(sentences)
+            .collect::<Vec<_>>()
+            .join(" and "))
     }
 }
 
@@ -276,10 +326,7 @@ fn pretokenized(id: &str, sentences: &dyn Array) -> std::result::Result<Document
 
 fn builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Parquet {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,14 +369,14 @@ fn resolve(
     for &(i, role) in &out {
         let dt = schema.field(i).data_type();
         let ok = match role {
-            Role::Id => is_string(dt) || dt.is_integer(),
-            Role::Text => is_string(dt),
+            Role::Id => is_string(dt) || is_binary(dt) || dt.is_integer(),
+            Role::Text => is_string(dt) || is_binary(dt),
             Role::Sentences => list_item(dt).and_then(list_item).is_some_and(is_string),
         };
         if !ok {
             let want = match role {
-                Role::Id => "a string or integer",
-                Role::Text => "a string",
+                Role::Id => "a string, binary (UTF-8) or integer",
+                Role::Text => "a string or binary (UTF-8)",
                 Role::Sentences => "a list of lists of strings",
             };
             return Err(format!(
@@ -345,6 +392,13 @@ fn is_string(dt: &DataType) -> bool {
     matches!(
         dt,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
+}
+
+fn is_binary(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
     )
 }
 
@@ -463,6 +517,51 @@ mod tests {
     }
 
     #[test]
+    fn rejected_rows_keep_their_id_and_binary_columns_are_checked_per_row() {
+        use arrow::array::BinaryArray;
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = |v: &[Option<&[u8]>]| Arc::new(BinaryArray::from(v.to_vec())) as ArrayRef;
+        let path = write(
+            dir.path(),
+            "bin.parquet",
+            vec![
+                (
+                    "id",
+                    bytes(&[Some(b"a"), Some(b"b"), Some(b"c\xff"), Some(b"d")]),
+                ),
+                (
+                    "text",
+                    bytes(&[
+                        Some("Zoë ran.".as_bytes()),
+                        Some(b"bad \xc3\x28 bytes"),
+                        Some(b"Fine."),
+                        None,
+                    ]),
+                ),
+            ],
+            10,
+        );
+        let rows = read_all(&path, &InputColumns::default());
+        let doc = rows[0].doc.as_ref().unwrap();
+        assert_eq!(
+            (doc.id.as_str(), doc.sentences[0][0].text.as_str()),
+            ("a", "Zoë")
+        );
+        assert_eq!(rows[1].id.as_deref(), Some("b"));
+        assert_eq!(
+            rows[1].doc,
+            Err("text is not valid UTF-8 (byte 4)".to_string())
+        );
+        assert_eq!(rows[2].id, None);
+        assert_eq!(
+            rows[2].doc,
+            Err("id is not valid UTF-8 (byte 1)".to_string())
+        );
+        assert_eq!(rows[3].id.as_deref(), Some("d"));
+        assert_eq!(rows[3].doc, Err("null text".to_string()));
+    }
+
+    #[test]
     fn row_group_ranges_keep_file_row_numbers() {
         let dir = tempfile::tempdir().unwrap();
         let n = 600;
@@ -547,13 +646,21 @@ mod tests {
             dir.path(),
             "b.parquet",
             vec![
-                ("id", strings(&[Some("a"), Some("b"), Some("c")])),
-                ("text", strings(&[Some("Raw text."), None, None])),
+                (
+                    "id",
+                    strings(&[Some("a"), Some("b"), Some("c"), Some("d"), Some("e")]),
+                ),
+                (
+                    "text",
+                    strings(&[Some("Raw text."), None, None, Some(" "), Some("")]),
+                ),
                 (
                     "sentences",
                     sentences(&[
                         Some(vec![vec![Some("ignored")]]),
                         Some(vec![vec![Some("pre")]]),
+                        None,
+                        Some(vec![vec![Some("kept")]]),
                         None,
                     ]),
                 ),
@@ -564,6 +671,13 @@ mod tests {
         assert_eq!(rows[0].doc.as_ref().unwrap().sentences[0][0].text, "Raw");
         assert_eq!(rows[1].doc.as_ref().unwrap().sentences[0][0].text, "pre");
         assert_eq!(rows[2].doc, Err("null text and null sentences".to_string()));
+        assert_eq!(rows[2].id.as_deref(), Some("c"));
+        // Blank text falls back to the row's sentences; without them the row is rejected.
+        assert_eq!(rows[3].doc.as_ref().unwrap().sentences[0][0].text, "kept");
+        assert_eq!(
+            rows[4].doc,
+            Err("text is empty or has no words and null sentences".to_string())
+        );
     }
 
     #[test]
@@ -578,12 +692,13 @@ mod tests {
             ],
             10,
         );
-        let e = open(&path, &InputColumns::default())
-            .err()
-            .unwrap()
-            .to_string();
+        let e = open(&path, &InputColumns::default()).err().unwrap();
+        // The job's columns do not fit the file: a configuration problem, not bad data.
+        assert!(matches!(e, Error::Format { .. }), "{e:?}");
+        let e = e.to_string();
         assert!(
-            e.contains("w.parquet") && e.contains("expected a string"),
+            e.contains("w.parquet")
+                && e.contains("column \"text\" has type Int64, expected a string"),
             "{e}"
         );
         let cols = InputColumns {

@@ -90,7 +90,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
             super::sample::docred_to_parquet(&docred, &p)?;
         }
     }
-    let mut p = prepare_job(&args.job, &args.overrides, false)?;
+    let mut p = prepare_job(&args.job, &args.overrides, super::Shard::ALL, false)?;
     p.config.keep_batches = true;
     let report = execute(&p.config, &p.model, &p.factory)?;
     let peak = peak_rss_bytes();

@@ -33,6 +33,23 @@ pub struct Job {
     pub thresholds: ThresholdOverrides,
     #[serde(default)]
     pub writer: WriterConfig,
+    /// Fail the run at the first rejected document or unreadable input file, instead of
+    /// recording rejections in the `documents` table and going on.
+    #[serde(default)]
+    pub strict: bool,
+    #[serde(default)]
+    pub incremental: IncrementalConfig,
+}
+
+/// Nightly increments (see [`super::incremental`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementalConfig {
+    /// Process only documents that are new or changed since the job's last run, or whose
+    /// results came from another model; each run writes its own `OUT/runs/<run id>/` with a
+    /// `changes` table, and `OUT/_state/` remembers what the knowledge base holds.
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 fn default_devices() -> String {
@@ -54,6 +71,28 @@ pub struct InputConfig {
     /// rows whose text is null or when the file has no text column; `""` = not used.
     #[serde(default = "default_sentences_column")]
     pub sentences_column: String,
+    /// Rows per work unit, about: files are split into ranges of whole row groups of about this
+    /// many rows, the pieces that runs resume and shards share out.
+    #[serde(default = "default_unit_rows")]
+    pub unit_rows: usize,
+    /// Documents with more words (after segmentation) are rejected.
+    #[serde(default = "default_max_words")]
+    pub max_words: usize,
+    /// Documents with more characters are rejected.
+    #[serde(default = "default_max_chars")]
+    pub max_chars: usize,
+}
+
+fn default_max_words() -> usize {
+    super::checks::DEFAULT_MAX_WORDS
+}
+
+fn default_max_chars() -> usize {
+    super::checks::DEFAULT_MAX_CHARS
+}
+
+fn default_unit_rows() -> usize {
+    5_000
 }
 
 fn default_id_column() -> String {
@@ -259,6 +298,18 @@ pub struct JobOverrides {
     /// `writer.rows_per_part`.
     #[arg(long)]
     pub rows_per_part: Option<usize>,
+    /// `input.unit_rows`.
+    #[arg(long)]
+    pub unit_rows: Option<usize>,
+    /// `input.max_words`.
+    #[arg(long)]
+    pub max_words: Option<usize>,
+    /// `input.max_chars`.
+    #[arg(long)]
+    pub max_chars: Option<usize>,
+    /// `strict`: fail at the first rejected document or unreadable input file.
+    #[arg(long)]
+    pub strict: bool,
     /// `writer.compression`.
     #[arg(long, value_enum)]
     pub compression: Option<Compression>,
@@ -330,6 +381,9 @@ impl Job {
             ("batch.max_spans", b.max_spans),
             ("batch.max_pairs", b.max_pairs),
             ("writer.rows_per_part", self.writer.rows_per_part),
+            ("input.unit_rows", self.input.unit_rows),
+            ("input.max_words", self.input.max_words),
+            ("input.max_chars", self.input.max_chars),
         ] {
             if value == 0 {
                 return Err(format!("{name}: must be at least 1"));
@@ -361,6 +415,15 @@ impl Job {
             );
         }
         Ok(())
+    }
+
+    /// What the run checks documents against (see [`super::checks`]).
+    pub fn input_checks(&self) -> super::checks::InputChecks {
+        super::checks::InputChecks {
+            max_words: self.input.max_words,
+            max_chars: self.input.max_chars,
+            strict: self.strict,
+        }
     }
 
     /// The model folder: the job's, else the shipped default.
@@ -420,7 +483,7 @@ impl Job {
 
 /// Removes `.` and `name/..` lexically (`jobs/../out` -> `out`), so logs and tables show the
 /// paths a user would type. Symbolic links are not resolved, so this never touches the disk.
-fn normalize(path: &Path) -> PathBuf {
+pub(crate) fn normalize(path: &Path) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::new();
     for c in path.components() {
@@ -503,6 +566,9 @@ impl JobOverrides {
             (&mut b.max_spans, self.max_spans),
             (&mut b.max_pairs, self.max_pairs),
             (&mut job.writer.rows_per_part, self.rows_per_part),
+            (&mut job.input.unit_rows, self.unit_rows),
+            (&mut job.input.max_words, self.max_words),
+            (&mut job.input.max_chars, self.max_chars),
         ] {
             if let Some(v) = value {
                 *target = v;
@@ -521,6 +587,8 @@ impl JobOverrides {
         if let Some(v) = self.compression {
             job.writer.compression = v;
         }
+        // A flag can switch strict mode on; off is the default, so there is nothing to override.
+        job.strict |= self.strict;
     }
 }
 
@@ -542,7 +610,33 @@ mod tests {
         assert_eq!(job.output.format, OutputFormat::Parquet);
         assert_eq!(job.batch, BatchConfig::default());
         assert_eq!(job.input.columns(), InputColumns::default());
+        assert_eq!(
+            job.input_checks(),
+            crate::engine::checks::InputChecks::default()
+        );
         job.validate().unwrap();
+    }
+
+    #[test]
+    fn input_limits_and_strict_come_from_the_file_and_flags() {
+        let text = MINIMAL.replace("[output]", "max_words = 9\n[output]");
+        let mut job = Job::parse(&format!("strict = true\n{text}")).unwrap();
+        let checks = job.input_checks();
+        assert!(checks.strict && checks.max_words == 9);
+        let flags = JobOverrides {
+            max_chars: Some(0),
+            ..Default::default()
+        };
+        flags.apply(&mut job);
+        assert!(job.validate().unwrap_err().starts_with("input.max_chars"));
+        let mut job = Job::parse(MINIMAL).unwrap();
+        let flags = JobOverrides {
+            strict: true,
+            max_words: Some(3),
+            ..Default::default()
+        };
+        flags.apply(&mut job);
+        assert!(job.input_checks().strict && job.input_checks().max_words == 3);
     }
 
     #[test]

@@ -3,22 +3,30 @@
 //!
 //! [`pipeline`] wires the stages; [`bucket`] packs documents into batches under a word-piece
 //! budget; [`worker`] runs one model replica per device behind the small [`Backend`] trait;
-//! [`job`] reads and validates job files; [`fake`] is a deterministic backend for tests.
+//! [`job`] reads and validates job files; [`plan`] splits the inputs into work units and shares
+//! them out over shards (machines); [`fake`] is a deterministic backend for tests;
+//! [`incremental`] runs only what changed since a job's last run.
 
 pub mod bench;
 pub mod bucket;
+pub mod checks;
 pub mod fake;
+pub mod incremental;
 pub mod job;
+pub mod manifest;
 pub mod pipeline;
+pub mod plan;
 pub mod sample;
 pub mod worker;
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 pub use bench::{bench, BenchArgs, BenchResult};
 pub use job::{Job, JobOverrides};
 pub use pipeline::{execute, ModelInfo, PipelineConfig, Report, Unit};
+pub use plan::{Plan, Shard, ShardArgs};
 pub use worker::{Backend, BackendFactory, ModelFactory};
 
 use crate::error::{Error, Result};
@@ -40,12 +48,37 @@ pub struct RunArgs {
     pub job: PathBuf,
     #[command(flatten)]
     pub overrides: JobOverrides,
+    #[command(flatten)]
+    pub shard: ShardArgs,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Never show a progress bar (it is shown only on a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
+    /// Redo every unit, even those the output directory records as finished for this same job.
+    /// By default a run resumes: finished units (OUT/_manifest/units) are skipped and the
+    /// leftovers of unfinished ones are deleted before they are redone. Output of a different
+    /// model or job configuration is refused either way.
+    #[arg(long, conflicts_with = "overwrite")]
+    pub no_resume: bool,
+    /// Delete the output directory's tables, manifest and _SUCCESS first, whatever job wrote
+    /// them (needed after changing the model, thresholds, columns, format or inputs). For a
+    /// sharded job, clear the directory once before starting the shards instead. For an
+    /// incremental job (also with --no-resume): discard its unfinished run and start a new one
+    /// against the same state.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+impl RunArgs {
+    fn existing(&self) -> manifest::Existing {
+        match (self.overwrite, self.no_resume) {
+            (true, _) => manifest::Existing::Overwrite,
+            (false, true) => manifest::Existing::Redo,
+            (false, false) => manifest::Existing::Resume,
+        }
+    }
 }
 
 /// Sets up `tracing` on stderr (level from `RUST_LOG`, else `default_level`). Does nothing when
@@ -67,19 +100,37 @@ pub struct Prepared {
     pub job: Job,
     pub model: ModelInfo,
     pub factory: ModelFactory,
+    /// Only this shard's units of the plan (all of them for an unsharded run).
     pub config: PipelineConfig,
+    /// Every unit of the job, whichever shard runs it.
+    pub plan: Plan,
+    pub shard: Shard,
 }
 
-/// Loads the job, generates sample inputs that are missing, loads the model's CPU side, and
-/// builds the pipeline configuration (`progress` decides whether a bar may be shown).
-pub fn prepare_job(path: &Path, overrides: &JobOverrides, progress: bool) -> Result<Prepared> {
-    let job = Job::load_with(path, overrides)?;
+/// Generates the sample corpus's Parquet files from their committed sources when missing.
+fn ensure_samples(job: &Job) -> Result<()> {
     for spec in &job.input.paths {
         let p = Path::new(spec);
         if p.extension().is_some_and(|e| e == "parquet") {
             sample::ensure_generated(p)?;
         }
     }
+    Ok(())
+}
+
+/// Loads the job, generates sample inputs that are missing, loads the model's CPU side, and
+/// builds the pipeline configuration for `shard`'s units (`progress` decides whether a bar may be
+/// shown).
+pub fn prepare_job(
+    path: &Path,
+    overrides: &JobOverrides,
+    shard: Shard,
+    progress: bool,
+) -> Result<Prepared> {
+    let job = Job::load_with(path, overrides)?;
+    // Before anything slow: an unusable output directory must not cost a model load or a run.
+    checks::check_output_dir(&job.output.dir)?;
+    ensure_samples(&job)?;
     let devices = crate::device::parse_devices(&job.devices)?;
     crate::device::check_available(&devices)?;
     let model_dir = job.model_dir();
@@ -99,9 +150,9 @@ pub fn prepare_job(path: &Path, overrides: &JobOverrides, progress: bool) -> Res
         precision: job.model.precision,
         threads,
     };
-    let units = job.input_files()?.iter().map(|p| Unit::file(p)).collect();
+    let plan = Plan::for_job(&job, path)?;
     let config = PipelineConfig {
-        units,
+        units: plan.shard(shard),
         columns: job.input.columns(),
         devices,
         batch: job.batch,
@@ -115,32 +166,69 @@ pub fn prepare_job(path: &Path, overrides: &JobOverrides, progress: bool) -> Res
         mode: worker::Mode::Predict,
         keep_batches: false,
         progress,
+        checks: job.input_checks(),
     };
     Ok(Prepared {
         job,
         model,
         factory,
         config,
+        plan,
+        shard,
     })
 }
 
 /// `jerex run`: runs the job and prints a short human-readable summary on stdout. Documents that
-/// were rejected or failed are in the `documents` table and do not fail the run; input files
-/// that could not be read do.
+/// were rejected or failed are in the `documents` table and do not fail the run (unless the job
+/// is strict); input files that could not be read do, with [`Error::Units`], after the others
+/// are processed.
 pub fn run(args: &RunArgs) -> Result<Report> {
     let progress =
         !args.no_progress && args.log_format == LogFormat::Text && std::io::stderr().is_terminal();
     // With a bar on screen only warnings interrupt it.
     init_logging(args.log_format, if progress { "warn" } else { "info" });
-    let p = prepare_job(&args.job, &args.overrides, progress)?;
+    let shard = args.shard.resolve()?;
+    let mut p = prepare_job(&args.job, &args.overrides, shard, progress)?;
+    // An incremental run writes into its own folder below the output directory.
+    let increment = match p.job.incremental.enabled {
+        true => Some(incremental::Increment::begin(&mut p, args.existing())?),
+        false => None,
+    };
+    // The whole plan. A sharded run does only its share of it (`mine`), but records and checks
+    // the whole plan so that every shard agrees and the last one can write _SUCCESS.
+    let planned: Vec<Unit> = p.plan.units.iter().map(|u| u.unit.clone()).collect();
+    let mine = p.config.units.clone();
+    let out = p.job.output.dir.clone();
+    let fingerprint =
+        manifest::JobFingerprint::new(&p.job, &p.model, p.factory.thresholds, &planned)?;
+    let m = manifest::Manifest::open(&out, &fingerprint, args.existing())?;
+    p.config.units = m.todo(&mine, args.existing())?;
+    let skipped = mine.len() - p.config.units.len();
+    if let Some(inc) = &increment {
+        p.config.units = inc.commit_idle(&m, std::mem::take(&mut p.config.units))?;
+    }
     tracing::info!(
         job = %args.job.display(),
         units = p.config.units.len(),
+        already_finished = skipped,
+        shard = p.shard.index,
+        shards = p.shard.count,
         devices = %p.job.devices,
         model = %p.model.model_id,
         "starting"
     );
-    let report = execute(&p.config, &p.model, &p.factory)?;
+    // Loading replicas for nothing would be slow with a real model.
+    let mut report = if p.config.units.is_empty() {
+        Report::default()
+    } else {
+        let none = HashMap::new();
+        let unchanged = increment.as_ref().map_or(&none, |i| i.unchanged());
+        pipeline::execute_skipping(&p.config, &p.model, &p.factory, unchanged)?
+    };
+    let success = m.finish(&planned, &mine, p.shard, &p.model.model_id)?;
+    if let (Some(inc), Some(s)) = (&increment, &success) {
+        inc.finish(s)?;
+    }
     tracing::info!(
         documents = report.documents,
         ok = report.ok,
@@ -150,15 +238,35 @@ pub fn run(args: &RunArgs) -> Result<Report> {
         "finished"
     );
     print!("{}", summary(&report, &p.job.output.dir));
+    if let Some(inc) = &increment {
+        println!("{}", inc.summary());
+    }
+    if skipped > 0 {
+        println!(
+            "resumed: {skipped} of {} units were already finished in {}",
+            mine.len(),
+            out.display()
+        );
+    }
+    if let Some(t) = success {
+        let rows = |table: &str| t.rows.get(table).copied().unwrap_or(0);
+        println!(
+            "{}/{}: {} units, {} documents ({} ok, {} rejected, {} failed), {} mentions, {} \
+             entities, {} relations",
+            out.display(),
+            manifest::SUCCESS_FILE,
+            t.units,
+            t.documents.ok + t.documents.rejected + t.documents.failed,
+            t.documents.ok,
+            t.documents.rejected,
+            t.documents.failed,
+            rows(crate::schema::MENTIONS),
+            rows(crate::schema::ENTITIES),
+            rows(crate::schema::RELATIONS),
+        );
+    }
     if !report.unit_errors.is_empty() {
-        return Err(Error::Format {
-            path: args.job.clone(),
-            message: format!(
-                "{} input unit(s) could not be read completely: {}",
-                report.unit_errors.len(),
-                report.unit_errors.join("; ")
-            ),
-        });
+        return Err(Error::Units(std::mem::take(&mut report.unit_errors)));
     }
     Ok(report)
 }

@@ -7,9 +7,10 @@
 //! ```
 //!
 //! Work is organised in units (an input file, or a row-group range of one). Every table's rows of
-//! a unit go to part files named `part-<unit hash>-<n>`, written when `rows_per_part` rows have
-//! gathered and when the unit's last document is done, so a unit's output is complete exactly
-//! when its `documents` rows are.
+//! a unit go to part files named `part-<unit hash>-<n>`, written to the unit's staging folder when
+//! `rows_per_part` rows have gathered and when the unit's last document is done; then the
+//! [`Manifest`] moves them into the tables and records the unit, so the tables never hold part of
+//! a unit.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -24,7 +25,9 @@ use serde::Serialize;
 use tch::Device;
 
 use super::bucket::{Bucketer, Cost};
+use super::checks::{Abort, InputChecks, Screen};
 use super::job::{BatchConfig, Compression, OutputFormat};
+use super::manifest::{self, DocCounts, Manifest, PartRecord, UnitRecord};
 use super::worker::{device_loop, Backend, BackendFactory, Batch, Done, Mode, Outcome};
 use crate::corpus::parquet::{self, InputColumns, RowResult};
 use crate::corpus::Document;
@@ -58,7 +61,7 @@ pub const TABLES: [&str; 4] = [
 ];
 
 /// A piece of work: an input file or a row-group range of one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Unit {
     pub path: PathBuf,
     pub row_groups: Option<Range<usize>>,
@@ -71,8 +74,15 @@ impl Unit {
         Unit::new(path, None)
     }
 
+    /// A unit whose id hashes `path` as given.
     pub fn new(path: &Path, row_groups: Option<Range<usize>>) -> Unit {
-        let mut key = path.to_string_lossy().into_owned();
+        Unit::keyed(path, &path.to_string_lossy(), row_groups)
+    }
+
+    /// A unit whose id hashes `key` (the path as every machine names it, see
+    /// [`super::plan`]) instead of the local path.
+    pub fn keyed(path: &Path, key: &str, row_groups: Option<Range<usize>>) -> Unit {
+        let mut key = key.to_string();
         if let Some(r) = &row_groups {
             key.push_str(&format!("#{}..{}", r.start, r.end));
         }
@@ -91,7 +101,7 @@ impl Unit {
         Ok(groups.get(range).map_or(0, |g| g.iter().sum()))
     }
 
-    fn open(&self, columns: &InputColumns) -> Result<parquet::DocReader> {
+    pub(crate) fn open(&self, columns: &InputColumns) -> Result<parquet::DocReader> {
         match &self.row_groups {
             Some(r) => parquet::open_row_groups(&self.path, columns, r.clone()),
             None => parquet::open(&self.path, columns),
@@ -170,6 +180,8 @@ pub struct PipelineConfig {
     /// Keep every batch's prepared documents in the report (to replay them, e.g. encoder-only).
     pub keep_batches: bool,
     pub progress: bool,
+    /// Size limits, duplicate ids and strict mode.
+    pub checks: InputChecks,
 }
 
 #[derive(Debug, Clone)]
@@ -255,7 +267,7 @@ pub struct Report {
     /// Part files written per table, in [`TABLES`] order.
     pub parts: [usize; 4],
     /// Input units that could not be read to the end (file-level errors).
-    pub unit_errors: Vec<String>,
+    pub unit_errors: Vec<Error>,
     /// The best-scoring relations (for the human-readable summary).
     pub examples: Vec<RelationRow>,
     /// Every batch's documents, when `keep_batches` was set.
@@ -280,11 +292,16 @@ struct DocResult {
 
 enum WriterMsg {
     Docs(Vec<DocResult>),
+    /// Documents of a unit skipped as unchanged (they produce no rows but complete the unit).
+    Skipped {
+        unit: usize,
+        docs: usize,
+    },
     /// The reader finished a unit with this many rows (or stopped early with an error).
     UnitEnd {
         unit: usize,
         rows: usize,
-        error: Option<String>,
+        error: Option<Error>,
     },
 }
 
@@ -294,27 +311,36 @@ pub fn execute(
     model: &ModelInfo,
     factory: &dyn BackendFactory,
 ) -> Result<Report> {
+    execute_skipping(cfg, model, factory, &HashMap::new())
+}
+
+/// [`execute`], skipping the documents whose id maps to their content hash in `unchanged` (an
+/// incremental run's documents whose facts are already in the knowledge base): they are dropped
+/// before tokenization and write no rows.
+pub fn execute_skipping(
+    cfg: &PipelineConfig,
+    model: &ModelInfo,
+    factory: &dyn BackendFactory,
+    unchanged: &HashMap<String, String>,
+) -> Result<Report> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads.max(1))
         .thread_name(|i| format!("jerex-cpu-{i}"))
         .build()
         .map_err(|e| Error::Config(format!("threads: {e}")))?;
     let clock = StageClock::default();
-    let total_rows: usize = cfg
-        .units
-        .iter()
-        .map(Unit::rows)
-        .collect::<Result<Vec<_>>>()?
-        .iter()
-        .sum();
+    // Only for the progress bar: a unreadable footer is reported when the unit is read, and
+    // must not stop the other units.
+    let total_rows: usize = cfg.units.iter().map(|u| u.rows().unwrap_or(0)).sum();
     let progress = progress_bar(cfg.progress, total_rows);
-    let writer = match &cfg.output {
-        Some(o) => Some(PartWriter::new(&o.dir, &TABLES, o.format, o.compression)?),
+    let manifest = match &cfg.output {
+        Some(o) => Some(Manifest::create(&o.dir)?),
         None => None,
     };
 
     let n_dev = cfg.devices.len();
-    let (read_tx, read_rx) = bounded::<(usize, Vec<RowResult>)>(4);
+    // A unit's error travels with its rows only in strict mode (see the reader).
+    let (read_tx, read_rx) = bounded::<(usize, Result<Vec<RowResult>>)>(4);
     let (prep_tx, prep_rx) = bounded::<Vec<(PreparedDoc, Meta)>>(4);
     let (batch_tx, batch_rx) = bounded::<Batch<Meta>>(2 * n_dev);
     let (done_tx, done_rx) = bounded::<Done<Meta>>(2 * n_dev);
@@ -333,18 +359,19 @@ pub fn execute(
     let padded = AtomicU64::new(0);
     let real = AtomicU64::new(0);
     let batches_kept = Mutex::new(Vec::new());
+    let abort = Abort::default();
 
     let result = std::thread::scope(|s| -> Result<Report> {
         // Reader: units in order, rows in chunks.
         let reader_write_tx = write_tx.clone();
-        let clock = &clock;
+        let (clock, abort) = (&clock, &abort);
         s.spawn(move || {
             for (u, unit) in cfg.units.iter().enumerate() {
                 let mut rows = 0;
                 let mut error = None;
                 let mut t = Instant::now();
                 match unit.open(&cfg.columns) {
-                    Err(e) => error = Some(e.to_string()),
+                    Err(e) => error = Some(e),
                     Ok(reader) => {
                         let mut chunk = Vec::with_capacity(READ_CHUNK);
                         for r in reader {
@@ -354,17 +381,18 @@ pub fn execute(
                                     chunk.push(row);
                                     if chunk.len() == READ_CHUNK {
                                         StageClock::add(&clock.read, t);
-                                        if read_tx.send((u, std::mem::take(&mut chunk))).is_err() {
+                                        let rows = std::mem::take(&mut chunk);
+                                        if read_tx.send((u, Ok(rows))).is_err() {
                                             return;
                                         }
                                         t = Instant::now();
                                     }
                                 }
-                                Err(e) => error = Some(e.to_string()),
+                                Err(e) => error = Some(e),
                             }
                         }
                         StageClock::add(&clock.read, t);
-                        if !chunk.is_empty() && read_tx.send((u, chunk)).is_err() {
+                        if !chunk.is_empty() && read_tx.send((u, Ok(chunk))).is_err() {
                             return;
                         }
                     }
@@ -372,6 +400,15 @@ pub fn execute(
                 if let Some(e) = &error {
                     tracing::error!(unit = %unit.path.display(), "input unit failed: {e}");
                 }
+                let error = match error {
+                    Some(e) if cfg.checks.strict => {
+                        // Through the prepare stage, behind the unit's rows: the run stops at
+                        // the first problem in input order, whichever stage finds it.
+                        let _ = read_tx.send((u, Err(e)));
+                        return;
+                    }
+                    other => other,
+                };
                 let msg = WriterMsg::UnitEnd {
                     unit: u,
                     rows,
@@ -388,18 +425,38 @@ pub fn execute(
         let prep_write_tx = write_tx.clone();
         let pool = &pool;
         s.spawn(move || {
+            let paths = cfg.units.iter().map(|u| u.path.clone()).collect();
+            let mut screen = Screen::new(cfg.checks, paths);
             for (unit, rows) in read_rx {
+                let rows = match rows {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        abort.raise(e);
+                        return;
+                    }
+                };
                 let t = Instant::now();
                 let source = cfg.units[unit].path.to_string_lossy().into_owned();
                 let mut docs = Vec::with_capacity(rows.len());
                 let mut rejected = Vec::new();
                 for r in rows {
+                    let r = screen.check(unit, r);
                     match r.doc {
                         Ok(doc) => docs.push((r.row as u64, doc)),
+                        Err(reason) if cfg.checks.strict => {
+                            let id =
+                                r.id.map_or("document".into(), |id| format!("document {id:?}"));
+                            abort.raise(Error::BadRow {
+                                path: cfg.units[unit].path.clone(),
+                                row: r.row,
+                                message: format!("{id} rejected in strict mode: {reason}"),
+                            });
+                            return;
+                        }
                         Err(reason) => rejected.push(DocResult {
                             unit,
                             document: DocumentRow {
-                                doc_id: None,
+                                doc_id: r.id,
                                 status: Status::Rejected,
                                 reason: Some(reason),
                                 source_file: source.clone(),
@@ -417,10 +474,14 @@ pub fn execute(
                         }),
                     }
                 }
+                let offered = docs.len();
                 let good: Vec<(PreparedDoc, Meta)> = pool.install(|| {
                     docs.into_par_iter()
-                        .map(|(row, doc)| {
+                        .filter_map(|(row, doc)| {
                             let content_hash = doc.content_hash();
+                            if unchanged.get(&doc.id) == Some(&content_hash) {
+                                return None;
+                            }
                             let prepared = model.prepare(doc);
                             let cost = model.cost(&prepared);
                             let meta = Meta {
@@ -429,10 +490,17 @@ pub fn execute(
                                 content_hash,
                                 cost,
                             };
-                            (prepared, meta)
+                            Some((prepared, meta))
                         })
                         .collect()
                 });
+                let skipped = WriterMsg::Skipped {
+                    unit,
+                    docs: offered - good.len(),
+                };
+                if offered > good.len() && prep_write_tx.send(skipped).is_err() {
+                    return;
+                }
                 StageClock::add(&clock.prepare, t);
                 if !rejected.is_empty() && prep_write_tx.send(WriterMsg::Docs(rejected)).is_err() {
                     return;
@@ -469,6 +537,10 @@ pub fn execute(
                         return;
                     }
                 }
+            }
+            // After a strict-mode stop the documents still waiting are not worth computing.
+            if abort.raised() {
+                return;
             }
             let t = Instant::now();
             let batches = bucketer.flush();
@@ -523,9 +595,12 @@ pub fn execute(
         });
 
         // Writer (this thread).
-        write_stage(cfg, writer.as_ref(), write_rx, clock, &progress)
+        write_stage(cfg, manifest.as_ref(), write_rx, clock, &progress)
     });
     progress.finish_and_clear();
+    if let Some(e) = abort.into_error() {
+        return Err(e);
+    }
     let devices = device_reports.into_inner().unwrap();
     // With no device left the other stages stop early; that is the error to report.
     if devices.iter().all(|d| d.error.is_some()) {
@@ -621,22 +696,42 @@ fn decode(
 #[derive(Default)]
 struct UnitBuffer {
     expected: Option<usize>,
+    /// The unit was not read to the end or a part failed: it must not be recorded as finished.
+    broken: bool,
     seen: usize,
     rows: DocRows,
     documents: Vec<DocumentRow>,
-    /// Next part number per table, in [`TABLES`] order.
-    next_part: [usize; 4],
-    cleared: bool,
+    counts: DocCounts,
+    /// Writes the unit's parts into its staging folder (opened at the first part).
+    stage: Option<PartWriter>,
+    /// Parts written per table, in [`TABLES`] order.
+    parts: [Vec<PartRecord>; 4],
+}
+
+impl UnitBuffer {
+    fn record(self, unit: &Unit) -> UnitRecord {
+        UnitRecord {
+            hash: unit.hash.clone(),
+            source_file: unit.path.clone(),
+            row_groups: unit.row_groups.clone(),
+            parts: TABLES
+                .iter()
+                .zip(self.parts)
+                .map(|(t, p)| (t.to_string(), p))
+                .collect(),
+            documents: self.counts,
+            finished: manifest::now(),
+        }
+    }
 }
 
 fn write_stage(
     cfg: &PipelineConfig,
-    writer: Option<&PartWriter>,
+    manifest: Option<&Manifest>,
     rx: Receiver<WriterMsg>,
     clock: &StageClock,
     progress: &indicatif::ProgressBar,
 ) -> Result<Report> {
-    let rows_per_part = cfg.output.as_ref().map_or(usize::MAX, |o| o.rows_per_part);
     let mut units: HashMap<usize, UnitBuffer> = HashMap::new();
     let mut report = Report::default();
     let mut first_error: Option<Error> = None;
@@ -645,12 +740,18 @@ fn write_stage(
         let mut touched = Vec::new();
         match msg {
             WriterMsg::UnitEnd { unit, rows, error } => {
+                let buf = units.entry(unit).or_default();
                 if let Some(e) = error {
-                    report
-                        .unit_errors
-                        .push(format!("{}: {e}", cfg.units[unit].path.display()));
+                    // The error names the unit's file already.
+                    report.unit_errors.push(e);
+                    buf.broken = true;
                 }
-                units.entry(unit).or_default().expected = Some(rows);
+                buf.expected = Some(rows);
+                touched.push(unit);
+            }
+            WriterMsg::Skipped { unit, docs } => {
+                units.entry(unit).or_default().seen += docs;
+                progress.inc(docs as u64);
                 touched.push(unit);
             }
             WriterMsg::Docs(docs) => {
@@ -662,6 +763,11 @@ fn write_stage(
                     }
                     let buf = units.entry(d.unit).or_default();
                     buf.seen += 1;
+                    match d.document.status {
+                        Status::Ok => buf.counts.ok += 1,
+                        Status::Rejected => buf.counts.rejected += 1,
+                        Status::Failed => buf.counts.failed += 1,
+                    }
                     buf.rows.mentions.extend(d.rows.mentions);
                     buf.rows.entities.extend(d.rows.entities);
                     buf.rows.relations.extend(d.rows.relations);
@@ -672,22 +778,35 @@ fn write_stage(
         for unit in touched {
             let buf = units.get_mut(&unit).expect("unit buffer exists");
             let complete = buf.expected == Some(buf.seen);
-            if let Some(w) = writer {
-                if let Err(e) = flush_unit(w, &cfg.units[unit], buf, rows_per_part, complete) {
+            if let (Some(m), Some(o), false) = (manifest, &cfg.output, buf.broken) {
+                if let Err(e) = flush_unit(m, o, &cfg.units[unit], buf, complete) {
                     tracing::error!("writing unit {}: {e}", cfg.units[unit].path.display());
+                    buf.broken = true;
                     first_error.get_or_insert(e);
                 }
             }
             if complete {
                 let done = units.remove(&unit).expect("unit buffer exists");
-                for (n, total) in done.next_part.iter().zip(&mut report.parts) {
-                    *total += n;
+                let u = &cfg.units[unit];
+                let (seen, parts) = (done.seen, done.parts.each_ref().map(Vec::len));
+                let committed = match manifest {
+                    Some(m) if done.broken => m.abandon(u).map(|()| false),
+                    Some(m) => m.commit(&done.record(u)).map(|()| true),
+                    None => Ok(false),
+                };
+                match committed {
+                    Ok(true) => {
+                        for (n, total) in parts.iter().zip(&mut report.parts) {
+                            *total += n;
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!("committing unit {}: {e}", u.path.display());
+                        first_error.get_or_insert(e);
+                    }
                 }
-                tracing::info!(
-                    unit = %cfg.units[unit].path.display(),
-                    documents = done.seen,
-                    "unit done"
-                );
+                tracing::info!(unit = %u.path.display(), documents = seen, "unit done");
             }
         }
         StageClock::add(&clock.write, t);
@@ -728,14 +847,14 @@ fn count(report: &mut Report, d: &DocResult) {
     }
 }
 
-/// Writes the full parts of a unit's buffers, and everything left when the unit is complete.
-/// Before the first part of a unit, parts left by an earlier run of the same unit are removed,
-/// so a rerun replaces a unit's output instead of mixing with it.
+/// Writes the full parts of a unit's buffers, and everything left when the unit is complete,
+/// into the unit's staging folder (a fresh one at the first part, so leftovers of a killed run
+/// of the unit never mix in).
 fn flush_unit(
-    w: &PartWriter,
+    m: &Manifest,
+    o: &OutputSettings,
     unit: &Unit,
     buf: &mut UnitBuffer,
-    rows_per_part: usize,
     complete: bool,
 ) -> Result<()> {
     let pending = [
@@ -744,23 +863,23 @@ fn flush_unit(
         buf.rows.relations.len(),
         buf.documents.len(),
     ];
-    let due = |n: usize| n >= rows_per_part || (complete && n > 0);
+    let due = |n: usize| n >= o.rows_per_part || (complete && n > 0);
     if !pending.iter().any(|&n| due(n)) {
         return Ok(());
     }
-    if !buf.cleared {
-        for t in TABLES {
-            remove_parts(&w.root().join(t), &unit.hash)?;
-        }
-        buf.cleared = true;
+    if buf.stage.is_none() {
+        buf.stage = Some(m.stage(unit, o.format, o.compression)?);
     }
+    let w = buf.stage.as_ref().expect("staging opened above");
+    let [mentions, entities, relations, documents] = &mut buf.parts;
+    let n = o.rows_per_part;
     write_table(
         w,
         schema::MENTIONS,
         unit,
         &mut buf.rows.mentions,
-        &mut buf.next_part[0],
-        rows_per_part,
+        mentions,
+        n,
         complete,
     )?;
     write_table(
@@ -768,8 +887,8 @@ fn flush_unit(
         schema::ENTITIES,
         unit,
         &mut buf.rows.entities,
-        &mut buf.next_part[1],
-        rows_per_part,
+        entities,
+        n,
         complete,
     )?;
     write_table(
@@ -777,8 +896,8 @@ fn flush_unit(
         schema::RELATIONS,
         unit,
         &mut buf.rows.relations,
-        &mut buf.next_part[2],
-        rows_per_part,
+        relations,
+        n,
         complete,
     )?;
     write_table(
@@ -786,8 +905,8 @@ fn flush_unit(
         schema::DOCUMENTS,
         unit,
         &mut buf.documents,
-        &mut buf.next_part[3],
-        rows_per_part,
+        documents,
+        n,
         complete,
     )?;
     Ok(())
@@ -798,7 +917,7 @@ fn write_table<R: TableRow>(
     table: &str,
     unit: &Unit,
     rows: &mut Vec<R>,
-    next: &mut usize,
+    parts: &mut Vec<PartRecord>,
     rows_per_part: usize,
     complete: bool,
 ) -> Result<()> {
@@ -806,23 +925,13 @@ fn write_table<R: TableRow>(
         let take = rows.len().min(rows_per_part);
         let part: Vec<R> = rows.drain(..take).collect();
         let batch = record_batch(&part)?;
-        w.write(table, &format!("part-{}-{:05}", unit.hash, *next), &batch)?;
-        *next += 1;
-    }
-    Ok(())
-}
-
-fn remove_parts(dir: &Path, unit_hash: &str) -> Result<()> {
-    let prefix = format!("part-{unit_hash}-");
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let path = entry.map_err(|e| Error::io(dir, e))?.path();
-        let stale = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(&prefix));
-        if stale {
-            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-        }
+        let stem = format!("part-{}-{:05}", unit.hash, parts.len());
+        let path = w.write(table, &stem, &batch)?;
+        let file = path.file_name().expect("a part file name");
+        parts.push(PartRecord {
+            file: file.to_string_lossy().into_owned(),
+            rows: take,
+        });
     }
     Ok(())
 }

@@ -307,7 +307,7 @@ impl JerexModel {
         // Coreference and clustering.
         if gold < GoldInput::Clusters {
             self.cluster(
-                &batch,
+                batch,
                 &mut states,
                 &mention_reprs,
                 &mention_offsets,

@@ -78,10 +78,7 @@ impl PartWriter {
         let out = BufWriter::new(file);
         let out = match self.format {
             OutputFormat::Parquet => {
-                let pq_err = |e: parquet::errors::ParquetError| Error::Parquet {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                };
+                let pq_err = |e| Error::parquet(path, e);
                 let props = WriterProperties::builder()
                     .set_compression(parquet_compression(self.compression))
                     .set_created_by(format!("jerex {}", env!("CARGO_PKG_VERSION")))
@@ -102,11 +99,17 @@ impl PartWriter {
                         ))
                     }
                 };
+                // An I/O failure (a full disk) keeps its kind and the path, so it is retryable.
+                let arrow_err = |e| match e {
+                    arrow::error::ArrowError::IoError(_, io) => Error::io(path, io),
+                    e => Error::Arrow(e),
+                };
                 let options = IpcWriteOptions::default().try_with_compression(compression)?;
-                let mut w = FileWriter::try_new_with_options(out, &batch.schema(), options)?;
-                w.write(batch)?;
-                w.finish()?;
-                w.into_inner()?
+                let mut w = FileWriter::try_new_with_options(out, &batch.schema(), options)
+                    .map_err(arrow_err)?;
+                w.write(batch).map_err(arrow_err)?;
+                w.finish().map_err(arrow_err)?;
+                w.into_inner().map_err(arrow_err)?
             }
         };
         let file = out
@@ -127,7 +130,7 @@ fn parquet_compression(c: Compression) -> parquet::basic::Compression {
 }
 
 /// Makes a rename in `dir` durable.
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     let d = File::open(dir).map_err(|e| Error::io(dir, e))?;
     d.sync_all().map_err(|e| Error::io(dir, e))
 }
@@ -180,6 +183,34 @@ mod tests {
                 .next()
                 .unwrap()
                 .unwrap(),
+        }
+    }
+
+    /// A full disk, simulated by linking the part's temporary name to `/dev/full` (every write
+    /// there fails with ENOSPC): the error is retryable, names the file, and no part appears.
+    #[test]
+    fn a_full_disk_is_retryable_names_the_file_and_leaves_no_part() {
+        if !Path::new("/dev/full").exists() {
+            eprintln!("skipping: this system has no /dev/full");
+            return;
+        }
+        for format in [OutputFormat::Parquet, OutputFormat::Arrow] {
+            let dir = tempfile::tempdir().unwrap();
+            let w = PartWriter::new(dir.path(), &["t"], format, Compression::None).unwrap();
+            let target = w.part_path("t", "part-abc-00000");
+            let name = target.file_name().unwrap().to_string_lossy();
+            let tmp = dir
+                .path()
+                .join("t")
+                .join(format!(".{name}.{}.tmp", std::process::id()));
+            std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+            let e = w.write("t", "part-abc-00000", &batch()).unwrap_err();
+            let full = matches!(&e, Error::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::StorageFull);
+            assert!(full, "{format:?}: {e:?}");
+            assert_eq!(e.class(), crate::error::ErrorClass::Retryable);
+            assert!(e.to_string().contains(name.as_ref()), "{e}");
+            assert_eq!(std::fs::read_dir(dir.path().join("t")).unwrap().count(), 0);
         }
     }
 

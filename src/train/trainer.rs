@@ -48,6 +48,8 @@ const WARMUP_FRACTION: f64 = 0.1;
 const CHECKPOINT_DIR: &str = "checkpoint";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const STATE_FILE: &str = "state.json";
+/// Batches between progress lines when no progress bar can be shown.
+const LOG_EVERY_BATCHES: usize = 50;
 
 /// `jerex train`: train a joint model on DocRED-format data.
 #[derive(Debug, Clone, clap::Args)]
@@ -234,7 +236,7 @@ impl<'m> Trainer<'m> {
             progress.batches_done += 1;
             progress.docs += batch.len();
             let mean = |i: usize| sums[i] / trained.max(1) as f64;
-            bar.set_message(format!(
+            let message = format!(
                 "loss {:.3} (mention {:.3} coref {:.3} entity {:.3} relation {:.3}) {:.1} docs/s",
                 mean(4),
                 mean(0),
@@ -242,7 +244,17 @@ impl<'m> Trainer<'m> {
                 mean(2),
                 mean(3),
                 progress.docs as f64 / start.elapsed().as_secs_f64().max(1e-9)
-            ));
+            );
+            // Without a terminal (logs, nohup) the bar is hidden: print a line now and then.
+            if bar.is_hidden() && progress.batches_done.is_multiple_of(LOG_EVERY_BATCHES) {
+                eprintln!(
+                    "epoch {} batch {}/{}: {message}",
+                    epoch + 1,
+                    progress.batches_done,
+                    progress.batches
+                );
+            }
+            bar.set_message(message);
             bar.inc(1);
         }
         let mean = |i: usize| sums[i] / trained.max(1) as f64;

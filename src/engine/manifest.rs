@@ -1,0 +1,660 @@
+//! The run manifest: what makes a run's output atomic per unit, resumable after `kill -9`, and
+//! shareable by the shards of one job.
+//!
+//! ```text
+//! OUT/_manifest/job.json              fingerprint of everything that decides the rows
+//! OUT/_manifest/units/<unit>.json     one per finished unit: its parts and counts
+//! OUT/_manifest/shards/<i>-of-<n>.json one per finished shard
+//! OUT/_staging/<unit>/<table>/        parts of a unit in progress (never read by users)
+//! OUT/_SUCCESS                        written once every planned unit is finished
+//! ```
+//!
+//! A unit's parts are written to its staging folder; when the unit is complete they are renamed
+//! into the table folders and only then is its record written (temp → fsync → rename). So a
+//! record proves its parts are in place, and a unit without a record has at most leftovers named
+//! `part-<unit>-*`, which [`Manifest::discard`] deletes before the unit is redone. Readers skip
+//! names starting with `_` or `.`, so `_manifest`, `_staging` and `_SUCCESS` never show up as data.
+//! A later run may add fields to the records (they are read leniently); a unit's `documents`
+//! parts already hold every document's id, content hash and model id.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::job::{Compression, Job, OutputFormat};
+use super::pipeline::{ModelInfo, Unit, TABLES};
+use super::plan::Shard;
+use crate::error::{Error, Result};
+use crate::model::Thresholds;
+use crate::output::writer::sync_dir;
+use crate::output::PartWriter;
+
+pub const MANIFEST_DIR: &str = "_manifest";
+pub const STAGING_DIR: &str = "_staging";
+pub const SUCCESS_FILE: &str = "_SUCCESS";
+const JOB_FILE: &str = "job.json";
+const UNITS_DIR: &str = "units";
+const SHARDS_DIR: &str = "shards";
+
+/// What `jerex run` does with an output directory that already holds output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Existing {
+    /// Same job: skip finished units. Another job: refuse.
+    #[default]
+    Resume,
+    /// Same job: redo every unit of this run. Another job: refuse.
+    Redo,
+    /// Delete the tables and the manifest first, whatever job wrote them.
+    Overwrite,
+}
+
+/// Everything that decides the content of the output rows. Two runs with equal fingerprints
+/// write the same rows, so one may finish what the other started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobFingerprint {
+    pub jerex_version: String,
+    pub model_id: String,
+    /// blake3 of the model's configuration (types, heads, windows) as loaded.
+    pub model_config: String,
+    /// The thresholds in effect (the model's, with the job's overrides).
+    pub thresholds: Thresholds,
+    pub id_column: String,
+    pub text_column: Option<String>,
+    pub sentences_column: Option<String>,
+    pub format: OutputFormat,
+    /// The whole plan (every shard's units), so shards and resumed runs agree on the units.
+    pub units: Vec<UnitFingerprint>,
+}
+
+/// A unit as planned. The file size catches an input replaced between a kill and a resume. The
+/// path is only for messages: shards may mount the inputs elsewhere, and the hash already names
+/// the file as every machine does (see [`super::plan`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnitFingerprint {
+    pub hash: String,
+    pub path: PathBuf,
+    pub row_groups: Option<Range<usize>>,
+    pub file_bytes: u64,
+}
+
+impl PartialEq for UnitFingerprint {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.hash, &self.row_groups, self.file_bytes)
+            == (&other.hash, &other.row_groups, other.file_bytes)
+    }
+}
+
+impl JobFingerprint {
+    pub fn new(
+        job: &Job,
+        model: &ModelInfo,
+        thresholds: Thresholds,
+        planned: &[Unit],
+    ) -> Result<Self> {
+        let config = serde_json::to_vec(&model.config).map_err(|e| Error::Json {
+            path: job.model_dir().join(crate::model::folder::CONFIG_FILE),
+            source: e,
+        })?;
+        let units = planned
+            .iter()
+            .map(|u| {
+                let meta = std::fs::metadata(&u.path).map_err(|e| Error::io(&u.path, e))?;
+                Ok(UnitFingerprint {
+                    hash: u.hash.clone(),
+                    path: u.path.clone(),
+                    row_groups: u.row_groups.clone(),
+                    file_bytes: meta.len(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        let columns = job.input.columns();
+        Ok(JobFingerprint {
+            jerex_version: env!("CARGO_PKG_VERSION").into(),
+            model_id: model.model_id.clone(),
+            model_config: blake3::hash(&config).to_hex()[..16].to_string(),
+            thresholds,
+            id_column: columns.id,
+            text_column: columns.text,
+            sentences_column: columns.sentences,
+            format: job.output.format,
+            units,
+        })
+    }
+
+    /// What differs from `other` (the recorded job), one phrase per field; empty when equal.
+    pub fn differences(&self, recorded: &JobFingerprint) -> Vec<String> {
+        let (new, old) = (json_fields(self), json_fields(recorded));
+        let mut out = Vec::new();
+        for (key, value) in &new {
+            if key == "units" || old.get(key) == Some(value) {
+                continue;
+            }
+            let was = old.get(key).map_or("nothing".into(), |v| v.to_string());
+            out.push(format!("{key} is {value} here but {was} in the output"));
+        }
+        if self.units != recorded.units {
+            let describe = |units: &[UnitFingerprint], others: &[UnitFingerprint]| -> Vec<String> {
+                units
+                    .iter()
+                    .filter(|u| !others.contains(u))
+                    .map(|u| u.path.display().to_string())
+                    .collect()
+            };
+            let added = describe(&self.units, &recorded.units);
+            let gone = describe(&recorded.units, &self.units);
+            out.push(format!(
+                "the input units differ (new or changed here: [{}]; only in the output: [{}])",
+                added.join(", "),
+                gone.join(", ")
+            ));
+        }
+        out
+    }
+}
+
+fn json_fields(f: &JobFingerprint) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(f) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => unreachable!("a fingerprint serializes to a JSON object"),
+    }
+}
+
+/// Rows and file name of one part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub file: String,
+    pub rows: usize,
+}
+
+/// Documents of a unit (or run) by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocCounts {
+    pub ok: usize,
+    pub rejected: usize,
+    pub failed: usize,
+}
+
+impl DocCounts {
+    pub fn add(&mut self, other: &DocCounts) {
+        self.ok += other.ok;
+        self.rejected += other.rejected;
+        self.failed += other.failed;
+    }
+}
+
+/// `_manifest/units/<hash>.json`: a finished unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitRecord {
+    pub hash: String,
+    pub source_file: PathBuf,
+    pub row_groups: Option<Range<usize>>,
+    /// Part files per table (every table is present, possibly with no parts).
+    pub parts: BTreeMap<String, Vec<PartRecord>>,
+    pub documents: DocCounts,
+    pub finished: String,
+}
+
+impl UnitRecord {
+    pub fn rows(&self, table: &str) -> usize {
+        self.parts
+            .get(table)
+            .map_or(0, |p| p.iter().map(|p| p.rows).sum())
+    }
+}
+
+/// `_SUCCESS`: the totals of a finished job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Success {
+    pub units: usize,
+    pub documents: DocCounts,
+    /// Rows per table.
+    pub rows: BTreeMap<String, usize>,
+    /// Part files per table.
+    pub parts: BTreeMap<String, usize>,
+    pub model_id: String,
+    pub jerex_version: String,
+    pub finished: String,
+}
+
+/// `_manifest/shards/<i>-of-<n>.json`: a shard that did all of its units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    pub index: usize,
+    pub count: usize,
+    pub units: usize,
+    pub finished: String,
+}
+
+/// The manifest of one output directory.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    out: PathBuf,
+}
+
+impl Manifest {
+    /// Creates the table and manifest folders below `out` (no fingerprint check: the pipeline
+    /// uses this; `jerex run` goes through [`Manifest::open`]).
+    pub fn create(out: &Path) -> Result<Manifest> {
+        let m = Manifest {
+            out: out.to_path_buf(),
+        };
+        let dirs = TABLES
+            .iter()
+            .map(|t| out.join(t))
+            .chain([m.dir().join(UNITS_DIR), out.join(STAGING_DIR)]);
+        for dir in dirs {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        Ok(m)
+    }
+
+    /// Opens `out` for the job with `fingerprint`: records the fingerprint in a fresh directory,
+    /// checks it against the recorded one otherwise (see [`Existing`]).
+    pub fn open(out: &Path, fingerprint: &JobFingerprint, existing: Existing) -> Result<Manifest> {
+        let m = Manifest {
+            out: out.to_path_buf(),
+        };
+        if existing == Existing::Overwrite {
+            m.clear()?;
+        }
+        let job_file = m.dir().join(JOB_FILE);
+        if !job_file.exists() {
+            if let Some(part) = m.any_part()? {
+                return Err(Error::OtherJob {
+                    path: out.to_path_buf(),
+                    differences: format!(
+                        "it holds tables but no {MANIFEST_DIR}/{JOB_FILE} (e.g. {})",
+                        part.display()
+                    ),
+                });
+            }
+        }
+        let m = Manifest::create(out)?;
+        // Shards may start together: the first to link the file wins, the others compare.
+        let tmp = temp_name(&job_file);
+        write_synced(&tmp, &to_json(fingerprint, &job_file)?)?;
+        let linked = std::fs::hard_link(&tmp, &job_file);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => sync_dir(&m.dir())?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let recorded: JobFingerprint = read_json(&job_file)?;
+                let diff = fingerprint.differences(&recorded);
+                if !diff.is_empty() {
+                    return Err(Error::OtherJob {
+                        path: out.to_path_buf(),
+                        differences: diff.join("; "),
+                    });
+                }
+            }
+            Err(e) => return Err(Error::io(&job_file, e)),
+        }
+        Ok(m)
+    }
+
+    pub fn out(&self) -> &Path {
+        &self.out
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.out.join(MANIFEST_DIR)
+    }
+
+    fn record_path(&self, hash: &str) -> PathBuf {
+        self.dir().join(UNITS_DIR).join(format!("{hash}.json"))
+    }
+
+    fn staging(&self, hash: &str) -> PathBuf {
+        self.out.join(STAGING_DIR).join(hash)
+    }
+
+    /// Finished units by hash: records whose parts are all in place (a record whose parts were
+    /// deleted by hand counts as unfinished, so its unit is redone).
+    pub fn finished(&self) -> Result<HashMap<String, UnitRecord>> {
+        let dir = self.dir().join(UNITS_DIR);
+        let mut out = HashMap::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        for entry in entries {
+            let path = entry.map_err(|e| Error::io(&dir, e))?.path();
+            let name = file_name(&path);
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            let record: UnitRecord = read_json(&path)?;
+            let missing = record.parts.iter().find_map(|(table, parts)| {
+                parts
+                    .iter()
+                    .map(|p| self.out.join(table).join(&p.file))
+                    .find(|p| !p.is_file())
+            });
+            match missing {
+                Some(p) => tracing::warn!(
+                    unit = %record.source_file.display(),
+                    "{} is missing: the unit will be redone",
+                    p.display()
+                ),
+                None => {
+                    out.insert(record.hash.clone(), record);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The units of `mine` still to do (with [`Existing::Resume`], those without a finished
+    /// record; otherwise all), cleared of every trace of an earlier attempt.
+    pub fn todo(&self, mine: &[Unit], existing: Existing) -> Result<Vec<Unit>> {
+        let finished = match existing {
+            Existing::Resume => self.finished()?,
+            Existing::Redo | Existing::Overwrite => HashMap::new(),
+        };
+        let todo: Vec<Unit> = mine
+            .iter()
+            .filter(|u| !finished.contains_key(&u.hash))
+            .cloned()
+            .collect();
+        self.discard(&todo)?;
+        // A kill between a record and the removal of its staging folder leaves the folder.
+        for u in mine {
+            remove_dir_if_exists(&self.staging(&u.hash))?;
+        }
+        Ok(todo)
+    }
+
+    /// Removes every trace of `units` (record, parts in the tables, staging), so they can be
+    /// done again from scratch without duplicating a row.
+    pub fn discard(&self, units: &[Unit]) -> Result<()> {
+        let records = self.dir().join(UNITS_DIR);
+        for u in units {
+            remove_file_if_exists(&self.record_path(&u.hash))?;
+            remove_dir_if_exists(&self.staging(&u.hash))?;
+        }
+        sync_dir(&records)?;
+        let hashes: Vec<&str> = units.iter().map(|u| u.hash.as_str()).collect();
+        for t in TABLES {
+            let dir = self.out.join(t);
+            remove_parts(&dir, |name| hashes.iter().any(|h| part_of(name, h)))?;
+            sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// A fresh staging folder for `unit` and a writer of part files into it.
+    pub fn stage(
+        &self,
+        unit: &Unit,
+        format: OutputFormat,
+        compression: Compression,
+    ) -> Result<PartWriter> {
+        let dir = self.staging(&unit.hash);
+        remove_dir_if_exists(&dir)?;
+        PartWriter::new(&dir, &TABLES, format, compression)
+    }
+
+    /// Moves a complete unit's staged parts into the tables and records it. Its old record goes
+    /// first and the new one comes last, so at every instant either the record matches the
+    /// tables or there is no record (and a resume redoes the unit).
+    pub fn commit(&self, record: &UnitRecord) -> Result<()> {
+        let path = self.record_path(&record.hash);
+        if remove_file_if_exists(&path)? {
+            sync_dir(&self.dir().join(UNITS_DIR))?;
+        }
+        remove_file_if_exists(&self.out.join(SUCCESS_FILE))?;
+        let staging = self.staging(&record.hash);
+        for t in TABLES {
+            let dir = self.out.join(t);
+            // Parts of an earlier run of the unit, possibly more of them than this time.
+            remove_parts(&dir, |name| part_of(name, &record.hash))?;
+            for part in record.parts.get(t).into_iter().flatten() {
+                let (from, to) = (staging.join(t).join(&part.file), dir.join(&part.file));
+                std::fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
+            }
+            sync_dir(&dir)?;
+        }
+        write_json_atomic(&path, record)?;
+        remove_dir_if_exists(&staging)
+    }
+
+    /// Drops a unit that could not be completed (its staged parts never reach the tables).
+    pub fn abandon(&self, unit: &Unit) -> Result<()> {
+        remove_dir_if_exists(&self.staging(&unit.hash))
+    }
+
+    /// After this process did its units (`mine`): records its shard of a sharded job when all of
+    /// them are finished, and writes `_SUCCESS` when every planned unit is (whichever shard gets
+    /// here last). Returns the totals when the job is complete.
+    pub fn finish(
+        &self,
+        planned: &[Unit],
+        mine: &[Unit],
+        shard: Shard,
+        model_id: &str,
+    ) -> Result<Option<Success>> {
+        let finished = self.finished()?;
+        let done = |units: &[Unit]| units.iter().all(|u| finished.contains_key(&u.hash));
+        if shard.count > 1 && done(mine) {
+            let Shard { index, count } = shard;
+            let dir = self.dir().join(SHARDS_DIR);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let record = ShardRecord {
+                index,
+                count,
+                units: mine.len(),
+                finished: now(),
+            };
+            write_json_atomic(&dir.join(format!("{index}-of-{count}.json")), &record)?;
+        }
+        if !done(planned) {
+            return Ok(None);
+        }
+        let mut success = Success {
+            units: planned.len(),
+            documents: DocCounts::default(),
+            rows: TABLES.iter().map(|t| (t.to_string(), 0)).collect(),
+            parts: TABLES.iter().map(|t| (t.to_string(), 0)).collect(),
+            model_id: model_id.into(),
+            jerex_version: env!("CARGO_PKG_VERSION").into(),
+            finished: now(),
+        };
+        for unit in planned {
+            let record = &finished[&unit.hash];
+            success.documents.add(&record.documents);
+            for t in TABLES {
+                *success.rows.get_mut(t).expect("every table") += record.rows(t);
+                *success.parts.get_mut(t).expect("every table") +=
+                    record.parts.get(t).map_or(0, Vec::len);
+            }
+        }
+        write_json_atomic(&self.out.join(SUCCESS_FILE), &success)?;
+        Ok(Some(success))
+    }
+
+    /// Deletes the tables, the manifest, staging and `_SUCCESS` (nothing else in `out`).
+    fn clear(&self) -> Result<()> {
+        for t in TABLES {
+            remove_dir_if_exists(&self.out.join(t))?;
+        }
+        remove_dir_if_exists(&self.dir())?;
+        remove_dir_if_exists(&self.out.join(STAGING_DIR))?;
+        remove_file_if_exists(&self.out.join(SUCCESS_FILE))?;
+        Ok(())
+    }
+
+    /// Some part file in the table folders, if any.
+    fn any_part(&self) -> Result<Option<PathBuf>> {
+        for t in TABLES {
+            let dir = self.out.join(t);
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry.map_err(|e| Error::io(&dir, e))?.path();
+                if file_name(&path).starts_with("part-") {
+                    return Ok(Some(path));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The time now, RFC 3339 in UTC.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Whether `name` is a part of unit `hash`, or the hidden temporary file of one.
+fn part_of(name: &str, hash: &str) -> bool {
+    let name = name.strip_prefix('.').unwrap_or(name);
+    name.strip_prefix("part-")
+        .and_then(|rest| rest.strip_prefix(hash))
+        .is_some_and(|rest| rest.starts_with('-'))
+}
+
+fn remove_parts(dir: &Path, matches: impl Fn(&str) -> bool) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if matches(&file_name(&path)) {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+pub(crate) fn remove_file_if_exists(path: &Path) -> Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+pub(crate) fn remove_dir_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    path.with_file_name(format!(".{}.{}.tmp", file_name(path), std::process::id()))
+}
+
+fn to_json<T: Serialize>(value: &T, path: &Path) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|e| Error::Json {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Json {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))
+}
+
+/// Writes `value` as JSON to `path` so that readers see the old file or the whole new one.
+pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let tmp = temp_name(path);
+    write_synced(&tmp, &to_json(value, path)?)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_matched_by_their_exact_unit() {
+        assert!(part_of("part-abc-00001.parquet", "abc"));
+        assert!(part_of(".part-abc-00001.parquet.77.tmp", "abc"));
+        assert!(!part_of("part-abcd-00001.parquet", "abc"));
+        assert!(!part_of("xpart-abc-00001.parquet", "abc"));
+    }
+
+    fn fingerprint(dir: &Path) -> JobFingerprint {
+        let input = dir.join("a.parquet");
+        std::fs::write(&input, b"1234").unwrap();
+        JobFingerprint {
+            jerex_version: "1".into(),
+            model_id: "m@1".into(),
+            model_config: "c".into(),
+            thresholds: Thresholds::default(),
+            id_column: "id".into(),
+            text_column: Some("text".into()),
+            sentences_column: None,
+            format: OutputFormat::Parquet,
+            units: vec![UnitFingerprint {
+                hash: "h".into(),
+                path: input,
+                row_groups: None,
+                file_bytes: 4,
+            }],
+        }
+    }
+
+    #[test]
+    fn another_jobs_output_is_refused_unless_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let f = fingerprint(dir.path());
+        Manifest::open(&out, &f, Existing::Resume).unwrap();
+        // The same job opens again.
+        Manifest::open(&out, &f, Existing::Resume).unwrap();
+        std::fs::write(out.join("relations/part-h-00000.parquet"), b"x").unwrap();
+
+        let mut other = f.clone();
+        other.model_id = "m@2".into();
+        other.units[0].file_bytes = 5;
+        let err = Manifest::open(&out, &other, Existing::Redo)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model_id is \"m@2\" here but \"m@1\""),
+            "{err}"
+        );
+        assert!(err.contains("input units differ"), "{err}");
+        assert!(err.contains("--overwrite"), "{err}");
+
+        Manifest::open(&out, &other, Existing::Overwrite).unwrap();
+        assert!(!out.join("relations/part-h-00000.parquet").exists());
+        let recorded: JobFingerprint = read_json(&out.join("_manifest/job.json")).unwrap();
+        assert_eq!(recorded, other);
+
+        // Tables without a manifest (an older jerex) are not silently mixed with.
+        let bare = dir.path().join("bare");
+        std::fs::create_dir_all(bare.join("mentions")).unwrap();
+        std::fs::write(bare.join("mentions/part-x-00000.parquet"), b"x").unwrap();
+        let err = Manifest::open(&bare, &f, Existing::Resume).unwrap_err();
+        assert!(err.to_string().contains("no _manifest/job.json"), "{err}");
+    }
+}

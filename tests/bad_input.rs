@@ -1,0 +1,511 @@
+//! Bad input end to end: a corpus mixing good and bad rows, strict mode, a truncated file, a
+//! wrong column type, an unusable output directory and bad flags, through the real `jerex run`
+//! binary (exit codes, messages, the `documents` table) with a tiny random model, and through
+//! the library with the fake backend (typed errors).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, ArrayRef, BinaryArray, Int64Array, StringArray, UInt64Array};
+use arrow::record_batch::RecordBatch;
+use jerex::device::Precision;
+use jerex::engine::checks::InputChecks;
+use jerex::engine::fake::{Failures, FakeFactory};
+use jerex::engine::pipeline::OutputSettings;
+use jerex::engine::worker::Mode;
+use jerex::engine::{execute, ModelInfo, PipelineConfig, Unit};
+use jerex::error::ErrorClass;
+use jerex::model::{folder, JerexModel, ModelConfig, Thresholds, TypeInfo, WindowConfig};
+use jerex::tokenize::WordPieceTokenizer;
+use jerex::{paths, Error};
+use parquet::arrow::ArrowWriter;
+
+/// `input.max_words` of the test jobs: the long document below has 80.
+const MAX_WORDS: usize = 40;
+
+fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+fn binary(values: &[Option<&[u8]>]) -> ArrayRef {
+    Arc::new(BinaryArray::from(values.to_vec()))
+}
+
+fn strings(values: &[Option<&str>]) -> ArrayRef {
+    Arc::new(StringArray::from(values.to_vec()))
+}
+
+/// The input files of the tests, all in one folder.
+struct Corpus {
+    dir: PathBuf,
+}
+
+impl Corpus {
+    fn new(dir: &Path) -> Corpus {
+        let c = Corpus {
+            dir: dir.to_path_buf(),
+        };
+        let long = "The long report goes on and on. ".repeat(10);
+        // id and text as binary columns, so bytes that are not UTF-8 can be stored.
+        write_parquet(
+            &c.path("mixed"),
+            vec![
+                (
+                    "id",
+                    binary(&[
+                        Some(b"good-1"),
+                        None,
+                        Some(b"null-text"),
+                        Some(b"empty-text"),
+                        Some(b"good-2"),
+                        Some(b"good-1"),
+                        Some(b"long"),
+                        Some(b"bad-utf8"),
+                        Some(b"\xffid"),
+                        Some(b"good-3"),
+                    ]),
+                ),
+                (
+                    "text",
+                    binary(&[
+                        Some(b"Ada Quill met Bram Oster in Velmora."),
+                        Some(b"A row without an id."),
+                        None,
+                        Some(b"  \n "),
+                        Some(b"Cato Rell works for Nimbus Freight."),
+                        Some(b"A second document under the first id."),
+                        Some(long.as_bytes()),
+                        Some(b"Caf\xe9 au lait in Velmora."),
+                        Some(b"Valid text under an invalid id."),
+                        Some(b"Dara Fenn founded Orbit Mills in Kestrel."),
+                    ]),
+                ),
+            ],
+        );
+        write_parquet(
+            &c.path("second"),
+            vec![
+                ("id", strings(&[Some("good-2"), Some("good-4")])),
+                (
+                    "text",
+                    strings(&[
+                        Some("The same id again in another file."),
+                        Some("Ezra Pike sailed from Velmora to Kestrel."),
+                    ]),
+                ),
+            ],
+        );
+        write_parquet(
+            &c.path("good"),
+            vec![
+                ("id", strings(&[Some("g-1"), Some("g-2")])),
+                (
+                    "text",
+                    strings(&[
+                        Some("Mira Holt leads Quarry Labs."),
+                        Some("Quarry Labs is based in Kestrel."),
+                    ]),
+                ),
+            ],
+        );
+        write_parquet(
+            &c.path("wrong-type"),
+            vec![
+                ("id", strings(&[Some("w-1")])),
+                ("text", Arc::new(Int64Array::from(vec![42])) as ArrayRef),
+            ],
+        );
+        let whole = std::fs::read(c.path("good")).unwrap();
+        std::fs::write(c.path("truncated"), &whole[..whole.len() / 2]).unwrap();
+        c
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.parquet"))
+    }
+}
+
+fn types(keys: &[&str]) -> Vec<TypeInfo> {
+    keys.iter()
+        .map(|k| TypeInfo {
+            key: k.to_string(),
+            name: k.to_string(),
+        })
+        .collect()
+}
+
+fn config(tokenizer: &WordPieceTokenizer) -> ModelConfig {
+    ModelConfig {
+        entity_types: types(&["PER", "ORG", "LOC"]),
+        relation_types: types(&["R1", "R2"]),
+        // Untrained scores sit near 0.5: few predictions keep the runs short.
+        thresholds: Thresholds {
+            mention: 0.9,
+            coref: 0.9,
+            relation: 0.9,
+        },
+        heads: Default::default(),
+        // The tiny encoder has 128 positions.
+        window: WindowConfig {
+            max_len: 64,
+            overlap: 16,
+        },
+        encoder: jerex::encoder::BertConfig::tiny(tokenizer.vocab_size() as i64),
+        training: serde_json::Value::Null,
+    }
+}
+
+/// A tiny randomly initialised model saved as a model folder.
+fn tiny_model(dir: &Path, tok: &Path) -> PathBuf {
+    let tokenizer = WordPieceTokenizer::from_file(tok).unwrap();
+    let config = config(&tokenizer);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let specials = folder::special_ids(&tokenizer);
+    JerexModel::new(&vs.root(), &config, specials, Precision::Fp32).unwrap();
+    let out = dir.join("tiny-model");
+    JerexModel::save(&out, &vs, &config, tok).unwrap();
+    out
+}
+
+/// Writes a job over `inputs` and runs `jerex run` on it with `flags`.
+fn run_job(dir: &Path, model: &Path, inputs: &[PathBuf], out: &Path, flags: &[&str]) -> Output {
+    let job = dir.join(format!(
+        "job-{}.toml",
+        out.file_name().unwrap().to_string_lossy()
+    ));
+    let paths: Vec<String> = inputs.iter().map(|p| format!("{p:?}")).collect();
+    let text = format!(
+        "threads = 1\n[input]\npaths = [{}]\nmax_words = {MAX_WORDS}\n[model]\ndir = {model:?}\n\
+         [output]\ndir = {out:?}\n",
+        paths.join(", ")
+    );
+    std::fs::write(&job, text).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_jerex"))
+        .arg("run")
+        .arg(&job)
+        .args(["--no-progress"])
+        .args(flags)
+        .output()
+        .unwrap()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exited normally")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// One `documents` row: id, status, reason.
+type DocRow = (Option<String>, String, Option<String>);
+
+/// The `documents` table keyed by (input file name, row).
+fn documents(out: &Path) -> BTreeMap<(String, u64), DocRow> {
+    let mut rows = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(out.join("documents")) else {
+        return rows;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with('.') || !name.ends_with(".parquet") {
+            continue;
+        }
+        let f = File::open(&path).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 1024).unwrap();
+        for batch in reader {
+            let b = batch.unwrap();
+            let col = |n: &str| b.column_by_name(n).unwrap().clone();
+            let (ids, status, reason, file) = (
+                col("doc_id"),
+                col("status"),
+                col("reason"),
+                col("source_file"),
+            );
+            let s = |a: &ArrayRef, i: usize| {
+                let a = a.as_any().downcast_ref::<StringArray>().unwrap();
+                a.is_valid(i).then(|| a.value(i).to_string())
+            };
+            let row = col("source_row");
+            let row = row.as_any().downcast_ref::<UInt64Array>().unwrap();
+            for i in 0..b.num_rows() {
+                let file = s(&file, i).unwrap();
+                let file = Path::new(&file).file_stem().unwrap().to_string_lossy();
+                rows.insert(
+                    (file.into_owned(), row.value(i)),
+                    (s(&ids, i), s(&status, i).unwrap(), s(&reason, i)),
+                );
+            }
+        }
+    }
+    rows
+}
+
+fn rejected(id: Option<&str>, reason: &str) -> DocRow {
+    (
+        id.map(str::to_string),
+        "rejected".into(),
+        Some(reason.into()),
+    )
+}
+
+fn ok(id: &str) -> DocRow {
+    (Some(id.to_string()), "ok".into(), None)
+}
+
+#[test]
+fn the_real_binary_reports_each_bad_input_case() {
+    let Some(encoder) = paths::require_encoder() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = Corpus::new(dir.path());
+    let model = tiny_model(dir.path(), &encoder.join(folder::TOKENIZER_FILE));
+    let job = |inputs: &[&str], out: &str, flags: &[&str]| {
+        let inputs: Vec<PathBuf> = inputs.iter().map(|n| corpus.path(n)).collect();
+        let out = dir.path().join(out);
+        (run_job(dir.path(), &model, &inputs, &out, flags), out)
+    };
+
+    // Every good row processed, every bad row in the documents table with its reason: exit 3.
+    let (run, out) = job(&["mixed", "second"], "out-mixed", &[]);
+    assert_eq!(code(&run), 3, "{}", stderr(&run));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("12 documents (4 ok, 8 rejected, 0 failed)"),
+        "{stdout}"
+    );
+    let first = |row: u64| format!("first seen in {} row {row}", corpus.path("mixed").display());
+    let expected: BTreeMap<(String, u64), DocRow> = [
+        (("mixed", 0), ok("good-1")),
+        (("mixed", 1), rejected(None, "null id")),
+        (("mixed", 2), rejected(Some("null-text"), "null text")),
+        (
+            ("mixed", 3),
+            rejected(Some("empty-text"), "text is empty or has no words"),
+        ),
+        (("mixed", 4), ok("good-2")),
+        (
+            ("mixed", 5),
+            rejected(
+                Some("good-1"),
+                &format!("duplicate id \"good-1\": {}", first(0)),
+            ),
+        ),
+        (
+            ("mixed", 6),
+            rejected(
+                Some("long"),
+                &format!("too long: 80 words (input.max_words = {MAX_WORDS})"),
+            ),
+        ),
+        (
+            ("mixed", 7),
+            rejected(Some("bad-utf8"), "text is not valid UTF-8 (byte 3)"),
+        ),
+        (
+            ("mixed", 8),
+            rejected(None, "id is not valid UTF-8 (byte 0)"),
+        ),
+        (("mixed", 9), ok("good-3")),
+        (
+            ("second", 0),
+            rejected(
+                Some("good-2"),
+                &format!("duplicate id \"good-2\": {}", first(4)),
+            ),
+        ),
+        (("second", 1), ok("good-4")),
+    ]
+    .into_iter()
+    .map(|((f, r), d)| ((f.to_string(), r), d))
+    .collect();
+    assert_eq!(documents(&out), expected);
+
+    // Only good rows: plain success.
+    let (run, out) = job(&["good"], "out-good", &[]);
+    assert_eq!(code(&run), 0, "{}", stderr(&run));
+    assert_eq!(documents(&out).len(), 2);
+
+    // Strict mode stops at the first rejected row, names it, and commits nothing after it.
+    let (run, out) = job(&["mixed", "second"], "out-strict", &["--strict"]);
+    assert_eq!(code(&run), 65, "{}", stderr(&run));
+    let err = stderr(&run);
+    let want = format!(
+        "{}: row 1: document rejected in strict mode: null id",
+        corpus.path("mixed").display()
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(documents(&out).is_empty(), "{:?}", documents(&out));
+    assert!(!out.join("_SUCCESS").exists());
+
+    // A truncated file fails the run (bad data) but the other file is still processed.
+    let (run, out) = job(&["truncated", "good"], "out-truncated", &[]);
+    assert_eq!(code(&run), 65, "{}", stderr(&run));
+    assert!(stderr(&run).contains(&corpus.path("truncated").display().to_string()));
+    let docs = documents(&out);
+    assert_eq!(docs.len(), 2, "{docs:?}");
+    assert!(docs.keys().all(|(f, _)| f == "good"), "{docs:?}");
+
+    // A wrong column type is a configuration error naming file, column and expected type;
+    // the other file is still processed.
+    let (run, out) = job(&["wrong-type", "good"], "out-type", &[]);
+    assert_eq!(code(&run), 78, "{}", stderr(&run));
+    let err = stderr(&run);
+    let want = format!(
+        "{}: column \"text\" has type Int64, expected a string or binary (UTF-8)",
+        corpus.path("wrong-type").display()
+    );
+    assert!(err.contains(&want), "{err}");
+    assert_eq!(documents(&out).len(), 2);
+}
+
+#[test]
+fn configuration_problems_exit_78_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = Corpus::new(dir.path());
+    // The model folder does not exist: the output directory is checked first, before the model
+    // would be loaded.
+    let model = dir.path().join("no-model");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let inputs = [corpus.path("good")];
+    for out in [file.clone(), file.join("out")] {
+        let run = run_job(dir.path(), &model, &inputs, &out, &[]);
+        assert_eq!(code(&run), 78, "{}", stderr(&run));
+        let err = stderr(&run);
+        assert!(err.contains("output directory is not usable"), "{err}");
+        assert!(err.contains(&out.display().to_string()), "{err}");
+    }
+    // A directory without write permission; root ignores permissions, so check that it bites.
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    if File::create(locked.join("probe")).is_ok() {
+        eprintln!("skipping the read-only directory case: running with root privileges");
+    } else {
+        let run = run_job(dir.path(), &model, &inputs, &locked, &[]);
+        assert_eq!(code(&run), 78, "{}", stderr(&run));
+        assert!(stderr(&run).contains("output directory is not usable"));
+    }
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // Bad flags and bad values.
+    let out = dir.path().join("out");
+    let run = run_job(dir.path(), &model, &inputs, &out, &["--max-words", "0"]);
+    assert_eq!(code(&run), 78, "{}", stderr(&run));
+    assert!(stderr(&run).contains("input.max_words"), "{}", stderr(&run));
+    let run = run_job(dir.path(), &model, &inputs, &out, &["--no-such-flag"]);
+    assert_eq!(code(&run), 78, "{}", stderr(&run));
+    // The model folder is missing: also configuration.
+    let run = run_job(dir.path(), &model, &inputs, &out, &[]);
+    assert_eq!(code(&run), 78, "{}", stderr(&run));
+    assert!(stderr(&run).contains("model.dir"), "{}", stderr(&run));
+
+    let help = Command::new(env!("CARGO_BIN_EXE_jerex"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&help), 0);
+    let text = String::from_utf8_lossy(&help.stdout);
+    for line in [
+        "Exit codes:",
+        "  3   ",
+        "  65  ",
+        "  75  ",
+        "  78  ",
+        "--strict",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+}
+
+/// The fake backend's CPU side: the pretrained encoder's tokenizer.
+fn fake_model(tok: &Path) -> ModelInfo {
+    let tokenizer = WordPieceTokenizer::from_file(tok).unwrap();
+    ModelInfo {
+        config: config(&tokenizer),
+        tokenizer,
+        model_id: "fake@test".into(),
+    }
+}
+
+fn pipeline(units: &[PathBuf], out: &Path, strict: bool) -> PipelineConfig {
+    PipelineConfig {
+        units: units.iter().map(|p| Unit::file(p)).collect(),
+        columns: Default::default(),
+        devices: vec![tch::Device::Cpu],
+        batch: Default::default(),
+        threads: 1,
+        output: Some(OutputSettings {
+            dir: out.to_path_buf(),
+            format: Default::default(),
+            compression: Default::default(),
+            rows_per_part: 1000,
+        }),
+        mode: Mode::Predict,
+        keep_batches: false,
+        progress: false,
+        checks: InputChecks {
+            max_words: MAX_WORDS,
+            strict,
+            ..Default::default()
+        },
+    }
+}
+
+#[test]
+fn the_library_returns_typed_errors() {
+    let Some(encoder) = paths::require_encoder() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = Corpus::new(dir.path());
+    let model = fake_model(&encoder.join(folder::TOKENIZER_FILE));
+    let factory = FakeFactory {
+        entity_types: 3,
+        relation_types: 2,
+        thresholds: model.config.thresholds,
+        failures: Failures::default(),
+        delay: Duration::ZERO,
+    };
+    let units = [
+        corpus.path("mixed"),
+        corpus.path("truncated"),
+        corpus.path("wrong-type"),
+    ];
+
+    // Without strict mode the unreadable units are reported, each with its own class.
+    let out = dir.path().join("lenient");
+    let report = execute(&pipeline(&units, &out, false), &model, &factory).unwrap();
+    assert_eq!((report.ok, report.rejected), (3, 7));
+    let classes: Vec<ErrorClass> = report.unit_errors.iter().map(Error::class).collect();
+    assert_eq!(classes, [ErrorClass::Data, ErrorClass::Config]);
+    assert_eq!(Error::Units(report.unit_errors).class(), ErrorClass::Config);
+
+    // Strict mode: the first rejected row, as a typed error naming file and row.
+    let out = dir.path().join("strict");
+    let e = execute(&pipeline(&units, &out, true), &model, &factory).unwrap_err();
+    assert!(
+        matches!(&e, Error::BadRow { path, row: 1, .. } if path == &corpus.path("mixed")),
+        "{e:?}"
+    );
+    assert_eq!(e.class(), ErrorClass::Data);
+
+    // Strict mode on a file that cannot be read: that file's own error.
+    let out = dir.path().join("strict-truncated");
+    let only = [corpus.path("good"), corpus.path("truncated")];
+    let e = execute(&pipeline(&only, &out, true), &model, &factory).unwrap_err();
+    assert!(matches!(&e, Error::Parquet { .. }), "{e:?}");
+    assert!(e.to_string().contains("truncated.parquet"), "{e}");
+}
