@@ -141,6 +141,31 @@ impl Fixture {
         v
     }
 
+    /// Starts the job and kills it (SIGKILL) as soon as it records its run as current; returns
+    /// that run's id, or `None` when it finished first.
+    fn start_and_kill(&self, extra: &[&str]) -> Option<String> {
+        let mut child = self
+            .command(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !self.current().exists() {
+            if child.try_wait().unwrap().is_some() {
+                eprintln!("the run finished before it could be killed: no resume exercised");
+                return None;
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "run hangs");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let bytes = std::fs::read(self.current()).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        Some(v["run_id"].as_str().unwrap().to_string())
+    }
+
     fn current(&self) -> PathBuf {
         self.out.join("_state/current.json")
     }
@@ -364,35 +389,10 @@ fn nightly_runs_process_only_new_changed_and_remodelled_documents() {
     // 5. Back to model A, killed as soon as the run is under way: the rerun resumes that run
     //    (same folder, no second run) and ends as an uninterrupted run would.
     let a = model_a.to_string_lossy().into_owned();
-    let mut child = f
-        .command(&["--model", &a])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let killed = loop {
-        if child.try_wait().unwrap().is_some() {
-            break false;
-        }
-        if f.current().exists() {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            break true;
-        }
-        assert!(start.elapsed() < Duration::from_secs(120), "run hangs");
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    let unfinished = std::fs::read(f.current()).ok().map(|bytes| {
-        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        v["run_id"].as_str().unwrap().to_string()
-    });
+    let unfinished = f.start_and_kill(&["--model", &a]);
     let (_, r5) = f.run(&["--model", &a]);
-    if killed {
-        let unfinished = unfinished.expect("the killed run is recorded as current");
-        assert_eq!(name(&r5), unfinished, "the killed run was resumed");
-    } else {
-        eprintln!("the run finished before it could be killed: no resume was exercised");
+    if let Some(id) = unfinished {
+        assert_eq!(name(&r5), id, "the killed run was resumed");
     }
     assert_eq!(f.runs().len(), 5);
     let c5 = change_kinds(&r5);
@@ -404,4 +404,15 @@ fn nightly_runs_process_only_new_changed_and_remodelled_documents() {
         .values()
         .all(|[_, m, run]| m == &model_a_id && run == &name(&r5)));
     assert!(!f.current().exists());
+
+    // 6. A killed run discarded with --overwrite: exactly one new, complete run replaces it.
+    let unfinished = f.start_and_kill(&["--model", &b]);
+    let (_, r6) = f.run(&["--model", &b, "--overwrite"]);
+    assert_eq!(f.runs().len(), 6, "{:?}", f.runs());
+    if let Some(id) = unfinished {
+        assert!(id == name(&r6) || !f.out.join("runs").join(id).exists());
+    }
+    assert_eq!(changes(&r6).len(), 10);
+    assert_eq!(documents(&r6).len(), 10);
+    assert!(f.state().values().all(|[_, m, _]| m == &model_b_id));
 }
