@@ -301,6 +301,12 @@ fn success(out: &Path) -> Success {
 /// When to kill a run, from its output directory and the time since it started.
 type KillPoint = Box<dyn Fn(&Path, Duration) -> bool>;
 
+/// A kill point: on a condition of the output, or after a time (scaled down on retries).
+enum Kill {
+    When(KillPoint),
+    After(Duration),
+}
+
 #[test]
 fn killed_runs_resume_to_exactly_the_rows_of_an_uninterrupted_run() {
     let Some(fx) = fixture() else { return };
@@ -319,39 +325,64 @@ fn killed_runs_resume_to_exactly_the_rows_of_an_uninterrupted_run() {
     assert_eq!(expected[3].len(), FILES * DOCS_PER_FILE);
 
     // Kill points: after 1 and 4 finished units; while the first unit's parts are staged; at a
-    // random time within a full run's length; and a run killed twice before it finishes.
+    // random time within a full run's length; and a run killed twice before it finishes. Runs
+    // vary in speed, so a timed kill that comes after the run has ended is tried again at half
+    // the time, in a fresh output directory.
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let units_done = |k: usize| move |out: &Path, _: Duration| records(out).len() >= k;
-    let staged = |out: &Path, _: Duration| {
+    let units_done = |k: usize| -> KillPoint {
+        Box::new(move |out: &Path, _: Duration| records(out).len() >= k)
+    };
+    let staged: KillPoint = Box::new(|out: &Path, _: Duration| {
         files(&out.join("_staging"))
             .iter()
             .any(|u| !files(&u.join("mentions")).is_empty())
-    };
+    });
     let at = full_seconds.mul_f64(rng.random_range(0.05..0.7));
     let (a, b) = (
         full_seconds.mul_f64(rng.random_range(0.1..0.5)),
         full_seconds.mul_f64(rng.random_range(0.05..0.3)),
     );
-    let after = |t: Duration| move |_: &Path, elapsed: Duration| elapsed >= t;
-    let scenarios: Vec<(String, Vec<KillPoint>)> = vec![
-        ("1 unit".into(), vec![Box::new(units_done(1))]),
-        ("4 units".into(), vec![Box::new(units_done(4))]),
-        ("staged".into(), vec![Box::new(staged)]),
-        (format!("{at:?}"), vec![Box::new(after(at))]),
+    let scenarios: Vec<(String, Vec<Kill>)> = vec![
+        ("1 unit".into(), vec![Kill::When(units_done(1))]),
+        ("4 units".into(), vec![Kill::When(units_done(4))]),
+        ("staged".into(), vec![Kill::When(staged)]),
+        (format!("{at:?}"), vec![Kill::After(at)]),
         (
             format!("twice: {a:?} then {b:?}"),
-            vec![Box::new(after(a)), Box::new(after(b))],
+            vec![Kill::After(a), Kill::After(b)],
         ),
     ];
     for (i, (label, kills)) in scenarios.iter().enumerate() {
-        let out = fx.out(&format!("killed-{i}"));
-        let mut finished_before = 0;
-        for when in kills {
-            let killed = fx.kill_when(&out, when);
-            assert!(killed, "{label}: the run ended before the kill");
-            assert!(!out.join("_SUCCESS").exists(), "{label}");
-            finished_before = check_killed_state(&out);
-        }
+        let mut scale = 1.0;
+        let (out, finished_before) = loop {
+            let out = fx.out(&format!("killed-{i}-{scale}"));
+            let mut finished_before = 0;
+            let mut all_killed = true;
+            for kill in kills {
+                let killed = match kill {
+                    Kill::When(when) => fx.kill_when(&out, when),
+                    Kill::After(t) => {
+                        let t = t.mul_f64(scale);
+                        fx.kill_when(&out, move |_: &Path, elapsed: Duration| elapsed >= t)
+                    }
+                };
+                if !killed {
+                    all_killed = false;
+                    break;
+                }
+                assert!(!out.join("_SUCCESS").exists(), "{label}");
+                finished_before = check_killed_state(&out);
+            }
+            if all_killed {
+                break (out, finished_before);
+            }
+            let timed = kills.iter().all(|k| matches!(k, Kill::After(_)));
+            assert!(
+                timed && scale > 0.05,
+                "{label} (time x{scale}): the run ended before the kill"
+            );
+            scale /= 2.0;
+        };
         let text = stdout(&fx.run(&out, &[]));
         if finished_before > 0 {
             let resumed = text
