@@ -223,7 +223,8 @@ pub enum Compression {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WriterConfig {
-    /// Rows per part file (a unit's rows are split into several parts above this).
+    /// Rows per part file (a unit's rows are split into several parts above this). Rows wait
+    /// in memory until their part is written, so this also bounds the writer's memory.
     pub rows_per_part: usize,
     pub compression: Compression,
 }
@@ -231,7 +232,7 @@ pub struct WriterConfig {
 impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
-            rows_per_part: 250_000,
+            rows_per_part: 10_000,
             compression: Compression::Zstd,
         }
     }
