@@ -21,7 +21,7 @@ Exit codes:
   65  bad input data stopped the run: a corrupt or truncated input file (the other files are
       still processed), or a rejected document in strict mode
   75  retryable failure: an I/O error such as a full disk, a device or out-of-memory failure,
-      an interruption; run again (finished units are kept)
+      SIGTERM or Ctrl-C; run again (finished units are kept)
   78  bad configuration: job file, flags, model folder, input column names or types, an
       output directory that cannot be written
   1   any other error";
@@ -70,6 +70,14 @@ fn main() -> ExitCode {
             };
         }
     };
+    // Kubernetes and Slurm stop work with SIGTERM (preemption, drain, time limit). Outputs are
+    // atomic and finished units are recorded, so stopping at once loses nothing: exit as
+    // retryable, and the rerun resumes. `_exit`, not `exit`: running libtorch's static
+    // destructors under its live worker threads can crash the process instead.
+    // SAFETY: `_exit` only ends the process.
+    if let Err(e) = ctrlc::set_handler(|| unsafe { libc::_exit(EX_TEMPFAIL.into()) }) {
+        eprintln!("warning: no SIGTERM handler: {e}");
+    }
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {

@@ -400,6 +400,28 @@ fn killed_runs_resume_to_exactly_the_rows_of_an_uninterrupted_run() {
         );
     }
 
+    // SIGTERM (how Kubernetes and Slurm stop work) exits as retryable; the rerun resumes.
+    let out = fx.out("terminated");
+    let mut child = fx
+        .command(&out, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while records(&out).is_empty() {
+        assert!(child.try_wait().unwrap().is_none(), "ended before SIGTERM");
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(child.wait().unwrap().code(), Some(75), "SIGTERM exit code");
+    stdout(&fx.run(&out, &[]));
+    assert_eq!(table_rows(&out), expected, "terminated run: tables differ");
+
     // A finished job run again does nothing; another configuration is refused.
     let again = stdout(&fx.run(&reference, &[]));
     assert!(again.contains("resumed: 6 of 6 units"), "{again}");

@@ -65,6 +65,11 @@ pub struct JobFingerprint {
     pub id_column: String,
     pub text_column: Option<String>,
     pub sentences_column: Option<String>,
+    /// Size limits decide which documents are rejected (0 in manifests written before them).
+    #[serde(default)]
+    pub max_words: usize,
+    #[serde(default)]
+    pub max_chars: usize,
     pub format: OutputFormat,
     /// The whole plan (every shard's units), so shards and resumed runs agree on the units.
     pub units: Vec<UnitFingerprint>,
@@ -120,6 +125,8 @@ impl JobFingerprint {
             id_column: columns.id,
             text_column: columns.text,
             sentences_column: columns.sentences,
+            max_words: job.input.max_words,
+            max_chars: job.input.max_chars,
             format: job.output.format,
             units,
         })
@@ -612,6 +619,8 @@ mod tests {
             id_column: "id".into(),
             text_column: Some("text".into()),
             sentences_column: None,
+            max_words: 100,
+            max_chars: 1000,
             format: OutputFormat::Parquet,
             units: vec![UnitFingerprint {
                 hash: "h".into(),
@@ -631,6 +640,12 @@ mod tests {
         // The same job opens again.
         Manifest::open(&out, &f, Existing::Resume).unwrap();
         std::fs::write(out.join("relations/part-h-00000.parquet"), b"x").unwrap();
+
+        // Other size limits reject other documents: another job.
+        let mut limits = f.clone();
+        limits.max_words = 99;
+        let err = Manifest::open(&out, &limits, Existing::Resume).unwrap_err();
+        assert!(err.to_string().contains("max_words"), "{err}");
 
         let mut other = f.clone();
         other.model_id = "m@2".into();
