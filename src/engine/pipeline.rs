@@ -199,6 +199,8 @@ pub struct StageSeconds {
     pub prepare: f64,
     pub bucket: f64,
     pub device: f64,
+    /// The part of `device` spent in the encoder; `device - encoder` is the heads.
+    pub encoder: f64,
     pub decode: f64,
     pub write: f64,
 }
@@ -209,6 +211,7 @@ struct StageClock {
     prepare: AtomicU64,
     bucket: AtomicU64,
     device: AtomicU64,
+    encoder: AtomicU64,
     decode: AtomicU64,
     write: AtomicU64,
 }
@@ -225,6 +228,7 @@ impl StageClock {
             prepare: s(&self.prepare),
             bucket: s(&self.bucket),
             device: s(&self.device),
+            encoder: s(&self.encoder),
             decode: s(&self.decode),
             write: s(&self.write),
         }
@@ -581,8 +585,13 @@ pub fn execute_skipping(
                     r.seconds += done.seconds;
                     r.retries += done.retries;
                 }
-                let seconds_nanos = (done.seconds * 1e9) as u64;
-                clock.device.fetch_add(seconds_nanos, Ordering::Relaxed);
+                let nanos = |s: f64| (s * 1e9) as u64;
+                clock
+                    .device
+                    .fetch_add(nanos(done.seconds), Ordering::Relaxed);
+                clock
+                    .encoder
+                    .fetch_add(nanos(done.encoder_seconds), Ordering::Relaxed);
                 let results = decode(&done, cfg, model, pool);
                 StageClock::add(&clock.decode, t);
                 if cfg.keep_batches {

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use crate::device::{device_name, Precision};
 use crate::error::{Error, Result};
-use crate::model::{DocPrediction, JerexModel, LoadedModel, PreparedDoc, Thresholds};
+use crate::model::{DocPrediction, GoldInput, JerexModel, LoadedModel, PreparedDoc, Thresholds};
 
 /// What the engine needs from a model on one device.
 pub trait Backend: Send {
@@ -25,6 +25,11 @@ pub trait Backend: Send {
     fn predict(&mut self, batch: &[PreparedDoc]) -> Result<Vec<DocPrediction>>;
     /// Runs only the encoder on the same batch (the ceiling `jerex bench` compares against).
     fn encode_only(&mut self, batch: &[PreparedDoc]) -> Result<()>;
+    /// Seconds `predict` has spent in the encoder so far (the rest is the heads); 0 when the
+    /// backend cannot tell.
+    fn encoder_seconds(&self) -> f64 {
+        0.0
+    }
 }
 
 /// Creates the backend of one device. Called inside the device's worker thread, so a replica is
@@ -53,6 +58,7 @@ impl BackendFactory for ModelFactory {
             loaded,
             thresholds: self.thresholds,
             device,
+            encoder_seconds: 0.0,
         }))
     }
 }
@@ -61,11 +67,30 @@ struct ModelBackend {
     loaded: LoadedModel,
     thresholds: Thresholds,
     device: Device,
+    encoder_seconds: f64,
+}
+
+impl ModelBackend {
+    /// CUDA runs asynchronously: wait, so the time measured is the work done.
+    fn synchronize(&self) {
+        if let Device::Cuda(i) = self.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    }
 }
 
 impl Backend for ModelBackend {
     fn predict(&mut self, batch: &[PreparedDoc]) -> Result<Vec<DocPrediction>> {
-        self.loaded.model.predict(batch, &self.thresholds)
+        let model = &self.loaded.model;
+        let start = Instant::now();
+        let encoded = model.encode_batch(batch);
+        self.synchronize();
+        self.encoder_seconds += start.elapsed().as_secs_f64();
+        model.predict_encoded(&encoded, &self.thresholds, GoldInput::None)
+    }
+
+    fn encoder_seconds(&self) -> f64 {
+        self.encoder_seconds
     }
 
     fn encode_only(&mut self, batch: &[PreparedDoc]) -> Result<()> {
@@ -73,10 +98,7 @@ impl Backend for ModelBackend {
         let refs: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
         tch::no_grad(|| {
             let encoded = self.loaded.model.encoder().encode(&refs, false);
-            // CUDA runs asynchronously: wait, so the time measured is the work done.
-            if let Device::Cuda(i) = self.device {
-                tch::Cuda::synchronize(i as i64);
-            }
+            self.synchronize();
             drop(encoded);
         });
         Ok(())
@@ -115,6 +137,8 @@ pub struct Done<T> {
     pub device: usize,
     /// Seconds on the device (retries included).
     pub seconds: f64,
+    /// Of `seconds`, those in the encoder (0 when the backend cannot tell).
+    pub encoder_seconds: f64,
     /// Sub-batches run because of failures.
     pub retries: usize,
 }
@@ -198,14 +222,17 @@ pub fn device_loop<T: Send>(
     tracing::info!(device = %name, "model replica ready");
     for batch in batches {
         let start = Instant::now();
+        let encoder_before = backend.encoder_seconds();
         let (outcomes, retries) = run_split(&name, backend.as_mut(), &batch.docs, mode);
         let seconds = start.elapsed().as_secs_f64();
+        let encoder_seconds = backend.encoder_seconds() - encoder_before;
         tracing::debug!(device = %name, docs = batch.docs.len(), seconds, "batch done");
         let out = Done {
             batch,
             outcomes,
             device: index,
             seconds,
+            encoder_seconds,
             retries,
         };
         if done.send(out).is_err() {

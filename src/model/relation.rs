@@ -77,6 +77,27 @@ impl MentionPairs {
         self.head.is_empty()
     }
 
+    /// The mention pairs of entity pairs `rows` (indices into this list's entity pairs), in
+    /// that order.
+    pub fn select(&self, rows: &[usize]) -> MentionPairs {
+        let mut out = MentionPairs {
+            offsets: vec![0],
+            ..MentionPairs::default()
+        };
+        for &r in rows {
+            let range = self.offsets[r]..self.offsets[r + 1];
+            out.head.extend_from_slice(&self.head[range.clone()]);
+            out.tail.extend_from_slice(&self.tail[range.clone()]);
+            out.token_distance
+                .extend_from_slice(&self.token_distance[range.clone()]);
+            out.sentence_distance
+                .extend_from_slice(&self.sentence_distance[range.clone()]);
+            out.context.extend_from_slice(&self.context[range]);
+            out.offsets.push(out.head.len());
+        }
+        out
+    }
+
     /// For each entity pair, the index of its mention pair with the smallest `key` (the first
     /// on ties). Entity pairs without mention pairs cannot occur (clusters are non-empty).
     pub fn pick<K: Ord>(&self, key: impl Fn(usize) -> K) -> Vec<usize> {
@@ -233,19 +254,114 @@ impl Mrc {
         rows.matmul(&self.pair_linear.columns(from, len).tr())
     }
 
-    fn forward(&self, input: &RelationInput, train: bool, chunk_rows: i64) -> RelationOutput {
-        let (pooled, wins) = self.pool_pairs(input, train, chunk_rows);
-        RelationOutput {
-            logits: self.classify(pooled, input, train),
-            wins,
+    /// The per-part projections of `pair_linear` for this input: mention and entity rows, the
+    /// distance tables (bias folded into the sentence table) and the context weight.
+    fn tables(&self, input: &RelationInput) -> PairTables {
+        PairTables {
+            m_h: self.project(input.mention_reprs, 1),
+            m_t: self.project(input.mention_reprs, 2),
+            e_h: self.project(input.entity_reprs, 3),
+            e_t: self.project(input.entity_reprs, 4),
+            tok: self.project(&self.token_distance_embeddings, 5),
+            sent: self.project(&self.sentence_distance_embeddings, 6) + &self.pair_linear.bias,
+            w_ctx: self.pair_linear.columns(0, self.hidden).tr(),
         }
     }
 
+    fn forward(&self, input: &RelationInput, train: bool, chunk_rows: i64) -> RelationOutput {
+        let tables = self.tables(input);
+        if train {
+            let (pooled, _) = self.pool_pairs(input, &tables, train, chunk_rows);
+            let hid = pooled.matmul(&self.w_pooled()) + self.type_terms(input);
+            return RelationOutput {
+                logits: self.classify(hid, train),
+                wins: None,
+            };
+        }
+        // At inference an entity pair with a single mention pair (most of them: most entities
+        // have one mention) pools nothing, so `rel_linear`'s pooled block is folded into the
+        // tables and its rows skip that product. Both parts are scored, then put back in order.
+        let offsets = &input.mention_pairs.offsets;
+        let (single, multi): (Vec<usize>, Vec<usize>) =
+            (0..input.entity_pairs.len()).partition(|&r| offsets[r + 1] - offsets[r] == 1);
+        let folded = tables.folded(&self.w_pooled());
+        let device = input.mention_reprs.device();
+        let mut hid_parts = Vec::new();
+        let mut win_parts = Vec::new();
+        let (mut rows, mut pair_rows) = (Vec::new(), Vec::new());
+        for (part, tables, pooled_block) in [(&multi, &tables, true), (&single, &folded, false)] {
+            if part.is_empty() {
+                continue;
+            }
+            let pairs = input.mention_pairs.select(part);
+            let entity_pairs: Vec<(usize, usize)> =
+                part.iter().map(|&r| input.entity_pairs[r]).collect();
+            let sub = RelationInput {
+                mention_pairs: &pairs,
+                entity_pairs: &entity_pairs,
+                ..*input
+            };
+            let (pooled, wins) = self.pool_pairs(&sub, tables, false, chunk_rows);
+            hid_parts.push(if pooled_block {
+                pooled.matmul(&self.w_pooled())
+            } else {
+                pooled
+            });
+            win_parts.extend(wins);
+            rows.extend(part.iter().map(|&r| r as i64));
+            pair_rows.extend(
+                part.iter()
+                    .flat_map(|&r| offsets[r] as i64..offsets[r + 1] as i64),
+            );
+        }
+        // Rows of the parts back to the input's order.
+        let unpermute = |parts: &[Tensor], order: &[i64], empty: &[i64], kind: Kind| {
+            let stacked = cat_rows(parts, empty, kind, device);
+            stacked
+                .zeros_like()
+                .index_copy(0, &index_tensor(order, device), &stacked)
+        };
+        let hid =
+            unpermute(&hid_parts, &rows, &[0, self.hidden], Kind::Float) + self.type_terms(input);
+        RelationOutput {
+            logits: self.classify(hid, false),
+            wins: Some(unpermute(&win_parts, &pair_rows, &[0], Kind::Int64)),
+        }
+    }
+
+    /// The block of `rel_linear` that reads the pooled pair representation, transposed.
+    fn w_pooled(&self) -> Tensor {
+        self.rel_linear.columns(0, self.hidden).tr()
+    }
+
+    /// `[R, H]`: the entity type blocks of `rel_linear` (rows of its projected type table) and
+    /// its bias.
+    fn type_terms(&self, input: &RelationInput) -> Tensor {
+        let (ep_head, ep_tail) = pair_ends(input.entity_pairs, input.entity_types.device());
+        let (h, e) = (self.hidden, self.meta);
+        let types = |from: i64| {
+            self.entity_type_embeddings
+                .matmul(&self.rel_linear.columns(from, e).tr())
+        };
+        let type_term = |table: &Tensor, ends: &Tensor| {
+            table.index_select(0, &input.entity_types.index_select(0, ends))
+        };
+        type_term(&(types(h) + &self.rel_linear.bias), &ep_head)
+            + type_term(&types(h + e), &ep_tail)
+    }
+
+    /// Relation logits from `rel_linear`'s output before its activation.
+    fn classify(&self, hid: Tensor, train: bool) -> Tensor {
+        self.rel_classifier
+            .forward(&hid.relu().dropout(self.dropout, train))
+    }
+
     /// `[R, H]`: per entity pair, the max over its mention pairs of the (dropped-out) pair
-    /// representations; at inference also each mention pair's max-pool wins.
+    /// representations built from `tables`; at inference also each mention pair's max-pool wins.
     fn pool_pairs(
         &self,
         input: &RelationInput,
+        tables: &PairTables,
         train: bool,
         chunk_rows: i64,
     ) -> (Tensor, Option<Tensor>) {
@@ -254,13 +370,15 @@ impl Mrc {
         let n_pairs = pairs.len() as i64;
         let n_ep = input.entity_pairs.len() as i64;
 
-        let m_h = self.project(input.mention_reprs, 1);
-        let m_t = self.project(input.mention_reprs, 2);
-        let e_h = self.project(input.entity_reprs, 3);
-        let e_t = self.project(input.entity_reprs, 4);
-        let tok = self.project(&self.token_distance_embeddings, 5);
-        let sent = self.project(&self.sentence_distance_embeddings, 6) + &self.pair_linear.bias;
-        let w_ctx = self.pair_linear.columns(0, self.hidden).tr();
+        let PairTables {
+            m_h,
+            m_t,
+            e_h,
+            e_t,
+            tok,
+            sent,
+            w_ctx,
+        } = tables;
 
         // Per mention pair index arrays, built once on the host and moved once.
         let mut entity_pair = Vec::with_capacity(pairs.len());
@@ -321,14 +439,14 @@ impl Mrc {
         let pair_repr = |c: usize| -> Tensor {
             let (start, len) = chunks[c];
             let sel = |t: &Tensor, idx: &Tensor| t.index_select(0, &idx.narrow(0, start, len));
-            let mut u = sel(&m_h, &head)
-                + sel(&m_t, &tail)
-                + sel(&e_h, &head_entity)
-                + sel(&e_t, &tail_entity)
-                + sel(&tok, &tok_idx)
-                + sel(&sent, &sent_idx);
+            let mut u = sel(m_h, &head)
+                + sel(m_t, &tail)
+                + sel(e_h, &head_entity)
+                + sel(e_t, &tail_entity)
+                + sel(tok, &tok_idx)
+                + sel(sent, &sent_idx);
             if !ctx_ranges[c].is_empty() {
-                let ctx = input.pool.query(&ctx_ranges[c]).matmul(&w_ctx);
+                let ctx = input.pool.query(&ctx_ranges[c]).matmul(w_ctx);
                 let ctx = Tensor::cat(&[ctx, ctx_zero_row(self.hidden, device)], 0);
                 u += sel(&ctx, &ctx_idx);
             }
@@ -340,21 +458,22 @@ impl Mrc {
             f64::NEG_INFINITY,
             (Kind::Float, device),
         );
+        // At inference the chunks are kept for the evidence counts: callers bound the mention
+        // pairs per call to a few chunks, so this costs little memory and saves recomputing.
         let mut kept = Vec::new();
         for (c, &(start, len)) in chunks.iter().enumerate() {
             let u = pair_repr(c);
             pooled = scatter_max(&pooled, &u, &entity_pair.narrow(0, start, len));
-            if chunks.len() == 1 {
+            if !train {
                 kept.push(u);
             }
         }
 
-        // Evidence: recompute chunk by chunk unless the single chunk was kept.
         let wins = (!train).then(|| {
-            let counts: Vec<Tensor> = (0..chunks.len())
-                .map(|c| {
-                    let u = kept.pop().unwrap_or_else(|| pair_repr(c));
-                    let (start, len) = chunks[c];
+            let counts: Vec<Tensor> = kept
+                .iter()
+                .zip(&chunks)
+                .map(|(u, &(start, len))| {
                     u.eq_tensor(&pooled.index_select(0, &entity_pair.narrow(0, start, len)))
                         .sum_dim_intlist(1, false, Kind::Int64)
                 })
@@ -362,23 +481,6 @@ impl Mrc {
             cat_rows(&counts, &[0], Kind::Int64, device)
         });
         (pooled, wins)
-    }
-
-    /// Relation logits from the pooled pair representations and the entity type embeddings.
-    fn classify(&self, pooled: Tensor, input: &RelationInput, train: bool) -> Tensor {
-        let (ep_head, ep_tail) = pair_ends(input.entity_pairs, pooled.device());
-        let type_emb = |ends: &Tensor| {
-            self.entity_type_embeddings
-                .index_select(0, &input.entity_types.index_select(0, ends))
-        };
-        let y = Tensor::cat(&[pooled, type_emb(&ep_head), type_emb(&ep_tail)], 1);
-        self.rel_classifier.forward(
-            &self
-                .rel_linear
-                .forward(&y)
-                .relu()
-                .dropout(self.dropout, train),
-        )
     }
 
     /// The unsplit `pair_linear` over the concatenation `[ctx; m_h; m_t; e_h; e_t; tok; sent]`
@@ -419,6 +521,47 @@ impl Mrc {
             }
         }
         self.pair_linear.forward(&Tensor::cat(&rows, 0))
+    }
+
+    /// The unsplit `rel_linear` over `[pooled; type(head); type(tail)]`, for the exactness test.
+    #[cfg(test)]
+    pub(crate) fn classify_concat(&self, pooled: &Tensor, input: &RelationInput) -> Tensor {
+        let (ep_head, ep_tail) = pair_ends(input.entity_pairs, pooled.device());
+        let type_emb = |ends: &Tensor| {
+            self.entity_type_embeddings
+                .index_select(0, &input.entity_types.index_select(0, ends))
+        };
+        let y = Tensor::cat(&[pooled, &type_emb(&ep_head), &type_emb(&ep_tail)], 1);
+        self.rel_classifier
+            .forward(&self.rel_linear.forward(&y).relu())
+    }
+}
+
+/// `pair_linear`'s input blocks projected once per call: a pair representation is a sum of rows
+/// of these plus its context times `w_ctx` (`[H, out]`).
+struct PairTables {
+    m_h: Tensor,
+    m_t: Tensor,
+    e_h: Tensor,
+    e_t: Tensor,
+    tok: Tensor,
+    sent: Tensor,
+    w_ctx: Tensor,
+}
+
+impl PairTables {
+    /// Every table times `w` (`[H, out]`): by linearity the tables of `pair_repr · w`.
+    fn folded(&self, w: &Tensor) -> PairTables {
+        let f = |t: &Tensor| t.matmul(w);
+        PairTables {
+            m_h: f(&self.m_h),
+            m_t: f(&self.m_t),
+            e_h: f(&self.e_h),
+            e_t: f(&self.e_t),
+            tok: f(&self.tok),
+            sent: f(&self.sent),
+            w_ctx: f(&self.w_ctx),
+        }
     }
 }
 
@@ -580,10 +723,15 @@ mod tests {
                 words: span(5001, 5002, 400),
                 pieces: (41, 42),
             },
+            MentionPlace {
+                words: span(7, 9, 1),
+                pieces: (8, 11),
+            },
         ];
         let ranges: Vec<(usize, usize)> = places.iter().map(|p| p.pieces).collect();
         let mention_reprs = pool.query(&ranges);
-        let clusters = vec![vec![0, 2], vec![1, 3, 5], vec![4]];
+        // Entities 2 and 3 have one mention: their pairs take the folded inference path.
+        let clusters = vec![vec![0, 2], vec![1, 3, 5], vec![4], vec![6]];
         let members: Vec<i64> = clusters.iter().flatten().map(|&m| m as i64).collect();
         let owners: Vec<i64> = clusters
             .iter()
@@ -593,15 +741,24 @@ mod tests {
         let entity_reprs = group_max(
             &mention_reprs.index_select(0, &Tensor::from_slice(&members)),
             &Tensor::from_slice(&owners),
-            3,
+            4,
         );
-        let entity_pairs = vec![(0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1)];
+        let entity_pairs = vec![
+            (0, 1),
+            (1, 0),
+            (0, 2),
+            (2, 0),
+            (1, 2),
+            (2, 1),
+            (2, 3),
+            (3, 2),
+        ];
         let pairs = MentionPairs::build(&places, &clusters, &entity_pairs);
         Fixture {
             pool,
             mention_reprs,
             entity_reprs,
-            types: Tensor::from_slice(&[2i64, 0, 1]),
+            types: Tensor::from_slice(&[2i64, 0, 1, 1]),
             entity_pairs,
             pairs,
         }
@@ -631,7 +788,7 @@ mod tests {
         );
         let f = fixture(16);
         let input = input(&f);
-        assert_eq!(f.pairs.len(), 2 * (6 + 2 + 3));
+        assert_eq!(f.pairs.len(), 2 * (6 + 2 + 3 + 1));
         assert!(f.pairs.token_distance.iter().any(|&d| d > 700));
         assert!(f.pairs.sentence_distance.iter().any(|&d| d > 50));
 
@@ -648,7 +805,7 @@ mod tests {
             f.entity_pairs.len() as i64,
         );
         for chunk in [1, 2, 5, 1000] {
-            let (pooled, wins) = mrc.pool_pairs(&input, false, chunk);
+            let (pooled, wins) = mrc.pool_pairs(&input, &mrc.tables(&input), false, chunk);
             assert!(
                 pooled.allclose(&expected, 1e-5, 1e-5, false),
                 "chunk {chunk}"
@@ -659,8 +816,30 @@ mod tests {
                 assert!(wins[w[0]..w[1]].iter().sum::<i64>() >= 16);
             }
         }
-        let out = RelationClassifier::Mrc(mrc).forward(&input, false, 4);
-        assert_eq!(out.logits.size(), [6, 5]);
+        // Inference folds single-pair entity pairs; training does not: both equal the
+        // concatenation, and every dimension of a single pair is its own win.
+        let concat = mrc.classify_concat(&expected, &input);
+        for chunk in [1, 3, 1000] {
+            let out = mrc.forward(&input, false, chunk);
+            assert_eq!(out.logits.size(), [8, 5]);
+            assert!(
+                out.logits.allclose(&concat, 1e-5, 1e-5, false),
+                "chunk {chunk}"
+            );
+            let wins = Vec::<i64>::try_from(out.wins.unwrap()).unwrap();
+            assert_eq!(wins[f.pairs.offsets[6]..], [16, 16]);
+            for w in f.pairs.offsets.windows(2) {
+                assert!(wins[w[0]..w[1]].iter().sum::<i64>() >= 16);
+            }
+            let trained = mrc.forward(&input, true, chunk);
+            assert!(trained.wins.is_none());
+        }
+        let no_dropout = Mrc {
+            dropout: 0.0,
+            ..mrc
+        };
+        let trained = no_dropout.forward(&input, true, 2).logits;
+        assert!(trained.allclose(&concat, 1e-5, 1e-5, false));
     }
 
     #[test]
