@@ -6,6 +6,12 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use jerex::error::ErrorClass;
 
+/// One allocator for Rust and libtorch alike (mimalloc, overriding `malloc` for the whole process):
+/// under glibc, long-lived small Rust allocations pinned the freed encoder buffers of varying
+/// shapes and the heap grew with corpus length.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit codes for job engines (Kubernetes, Slurm, cron) to act on; sysexits.h values where one
 /// fits.
 const EX_REJECTED: u8 = 3;

@@ -3,6 +3,9 @@
 //! binary (exit codes, messages, the `documents` table) with a tiny random model, and through
 //! the library with the fake backend (typed errors).
 
+mod common;
+use common::{save_tiny_model, tiny_config_for, types};
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -12,14 +15,13 @@ use std::time::Duration;
 
 use arrow::array::{Array, ArrayRef, BinaryArray, Int64Array, StringArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
-use jerex::device::Precision;
 use jerex::engine::checks::InputChecks;
 use jerex::engine::fake::{Failures, FakeFactory};
 use jerex::engine::pipeline::OutputSettings;
 use jerex::engine::worker::Mode;
 use jerex::engine::{execute, ModelInfo, PipelineConfig, Unit};
 use jerex::error::ErrorClass;
-use jerex::model::{folder, JerexModel, ModelConfig, Thresholds, TypeInfo, WindowConfig};
+use jerex::model::{folder, ModelConfig, Thresholds};
 use jerex::tokenize::WordPieceTokenizer;
 use jerex::{paths, Error};
 use parquet::arrow::ArrowWriter;
@@ -132,46 +134,25 @@ impl Corpus {
     }
 }
 
-fn types(keys: &[&str]) -> Vec<TypeInfo> {
-    keys.iter()
-        .map(|k| TypeInfo {
-            key: k.to_string(),
-            name: k.to_string(),
-        })
-        .collect()
-}
-
-fn config(tokenizer: &WordPieceTokenizer) -> ModelConfig {
-    ModelConfig {
-        entity_types: types(&["PER", "ORG", "LOC"]),
-        relation_types: types(&["R1", "R2"]),
-        // Untrained scores sit near 0.5: few predictions keep the runs short.
-        thresholds: Thresholds {
-            mention: 0.9,
-            coref: 0.9,
-            relation: 0.9,
-        },
-        heads: Default::default(),
-        // The tiny encoder has 128 positions.
-        window: WindowConfig {
-            max_len: 64,
-            overlap: 16,
-        },
-        encoder: jerex::encoder::BertConfig::tiny(tokenizer.vocab_size() as i64),
-        training: serde_json::Value::Null,
-    }
-}
-
-/// A tiny randomly initialised model saved as a model folder.
+/// A tiny randomly initialised model folder.
 fn tiny_model(dir: &Path, tok: &Path) -> PathBuf {
-    let tokenizer = WordPieceTokenizer::from_file(tok).unwrap();
-    let config = config(&tokenizer);
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let specials = folder::special_ids(&tokenizer);
-    JerexModel::new(&vs.root(), &config, specials, Precision::Fp32).unwrap();
-    let out = dir.join("tiny-model");
-    JerexModel::save(&out, &vs, &config, tok).unwrap();
-    out
+    save_tiny_model(dir, "tiny-model", &config(tok), tok, 3, 1.0)
+}
+
+/// Three entity and two relation types; untrained scores sit near 0.5, so high thresholds keep
+/// few predictions and the runs short.
+fn config(tok: &Path) -> ModelConfig {
+    let thresholds = Thresholds {
+        mention: 0.9,
+        coref: 0.9,
+        relation: 0.9,
+    };
+    tiny_config_for(
+        tok,
+        types(&["PER", "ORG", "LOC"]),
+        types(&["R1", "R2"]),
+        thresholds,
+    )
 }
 
 /// Writes a job over `inputs` and runs `jerex run` on it with `flags`.
@@ -434,7 +415,7 @@ fn configuration_problems_exit_78_before_any_work() {
 fn fake_model(tok: &Path) -> ModelInfo {
     let tokenizer = WordPieceTokenizer::from_file(tok).unwrap();
     ModelInfo {
-        config: config(&tokenizer),
+        config: config(tok),
         tokenizer,
         model_id: "fake@test".into(),
     }

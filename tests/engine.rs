@@ -1,6 +1,9 @@
 //! The corpus engine end to end: Parquet in, part files out, with the deterministic fake backend
 //! (batching, devices, threads, failures, formats, reruns) and with a tiny random real model.
 
+mod common;
+use common::{save_tiny_model, tiny_config, types, TINY_WINDOW};
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,34 +18,24 @@ use jerex::engine::worker::Mode;
 use jerex::engine::{
     execute, sample, BackendFactory, ModelFactory, ModelInfo, PipelineConfig, Report, Unit,
 };
-use jerex::model::{folder, JerexModel, ModelConfig, Thresholds, TypeInfo, WindowConfig};
+use jerex::model::{folder, ModelConfig, Thresholds, WindowConfig};
 use jerex::tokenize::WordPieceTokenizer;
 use jerex::{paths, schema};
 use tch::Device;
 
-fn types(keys: &[&str]) -> Vec<TypeInfo> {
-    keys.iter()
-        .map(|k| TypeInfo {
-            key: k.to_string(),
-            name: format!("{k} name"),
-        })
-        .collect()
-}
-
 fn test_config(vocab: i64, window: WindowConfig) -> ModelConfig {
-    ModelConfig {
-        entity_types: types(&["PER", "ORG", "LOC", "TIME", "NUM", "MISC"]),
-        relation_types: types(&["R1", "R2", "R3", "R4"]),
-        thresholds: Thresholds {
-            mention: 0.6,
-            coref: 0.5,
-            relation: 0.5,
-        },
-        heads: Default::default(),
+    let thresholds = Thresholds {
+        mention: 0.6,
+        coref: 0.5,
+        relation: 0.5,
+    };
+    tiny_config(
+        vocab,
+        types(&["PER", "ORG", "LOC", "TIME", "NUM", "MISC"]),
+        types(&["R1", "R2", "R3", "R4"]),
+        thresholds,
         window,
-        encoder: jerex::encoder::BertConfig::tiny(vocab),
-        training: serde_json::Value::Null,
-    }
+    )
 }
 
 fn tokenizer_json() -> Option<PathBuf> {
@@ -514,43 +507,18 @@ const MENTION_THRESHOLD: f32 = 0.7;
 /// Untrained relation probabilities all lie in 0.5..0.502; this keeps about the top 5%.
 const RELATION_THRESHOLD: f32 = 0.5013;
 
-/// A tiny randomly initialised real model saved as a model folder.
+/// A tiny randomly initialised real model saved as a model folder; its mention classifier is
+/// widened so that `MENTION_THRESHOLD` keeps a few percent of the candidates.
 fn tiny_model_folder(dir: &Path, tok: &Path) -> PathBuf {
-    tch::manual_seed(11);
     let tokenizer = WordPieceTokenizer::from_file(tok).unwrap();
-    // Windows of 64 pieces: the longer sample documents are encoded in several windows.
-    let window = WindowConfig {
-        max_len: 64,
-        overlap: 16,
-    };
-    let mut config = test_config(tokenizer.vocab_size() as i64, window);
+    let mut config = test_config(tokenizer.vocab_size() as i64, TINY_WINDOW);
     config.thresholds = Thresholds {
         mention: MENTION_THRESHOLD,
         // Untrained coreference scores sit at 0.5: no merging keeps the test clear of ties.
         coref: 0.9,
         relation: RELATION_THRESHOLD,
     };
-    let vs = tch::nn::VarStore::new(Device::Cpu);
-    JerexModel::new(
-        &vs.root(),
-        &config,
-        folder::special_ids(&tokenizer),
-        Precision::Fp32,
-    )
-    .unwrap();
-    // BERT's N(0, 0.02) init puts every mention probability within a hair of 0.5; a wider
-    // classifier spreads them so a threshold keeps a few percent of the candidates.
-    tch::no_grad(|| {
-        let mut w = vs
-            .variables()
-            .remove("mention_localization.mention_classifier.weight")
-            .unwrap();
-        let wider = &w * MENTION_SPREAD;
-        w.copy_(&wider);
-    });
-    let out = dir.join("tiny-model");
-    JerexModel::save(&out, &vs, &config, tok).unwrap();
-    out
+    save_tiny_model(dir, "tiny-model", &config, tok, 11, MENTION_SPREAD)
 }
 
 /// Float columns within `tol`, every other column exactly.

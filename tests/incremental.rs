@@ -3,6 +3,9 @@
 //! documents are exactly what the next run processes and reports; another model reprocesses
 //! all; a run killed mid-way is resumed, not duplicated.
 
+mod common;
+use common::{numbered_types, save_tiny_model, tiny_config_for};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -10,49 +13,25 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray};
 use jerex::corpus::Document;
-use jerex::device::Precision;
 use jerex::engine::incremental::RunSuccess;
 use jerex::engine::sample;
-use jerex::model::{folder, JerexModel, ModelConfig, Thresholds, TypeInfo, WindowConfig};
+use jerex::model::{folder, Thresholds};
 use jerex::paths;
-use jerex::tokenize::WordPieceTokenizer;
-
-fn types(prefix: &str, n: usize) -> Vec<TypeInfo> {
-    (0..n)
-        .map(|i| TypeInfo {
-            key: format!("{prefix}{i}"),
-            name: format!("{prefix} type {i}"),
-        })
-        .collect()
-}
 
 /// A tiny random model folder; another seed gives other weights, hence another model id.
 fn tiny_model(dir: &Path, name: &str, seed: i64, tok: &Path) -> PathBuf {
-    tch::manual_seed(seed);
-    let tokenizer = WordPieceTokenizer::from_file(tok).unwrap();
-    let config = ModelConfig {
-        entity_types: types("E", 3),
-        relation_types: types("R", 2),
-        thresholds: Thresholds {
-            mention: 0.5,
-            coref: 0.9,
-            relation: 0.5,
-        },
-        heads: Default::default(),
-        // The tiny encoder has 128 positions.
-        window: WindowConfig {
-            max_len: 64,
-            overlap: 16,
-        },
-        encoder: jerex::encoder::BertConfig::tiny(tokenizer.vocab_size() as i64),
-        training: serde_json::Value::Null,
+    let thresholds = Thresholds {
+        mention: 0.5,
+        coref: 0.9,
+        relation: 0.5,
     };
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let specials = folder::special_ids(&tokenizer);
-    JerexModel::new(&vs.root(), &config, specials, Precision::Fp32).unwrap();
-    let out = dir.join(name);
-    JerexModel::save(&out, &vs, &config, tok).unwrap();
-    out
+    let config = tiny_config_for(
+        tok,
+        numbered_types("E", 3),
+        numbered_types("R", 2),
+        thresholds,
+    );
+    save_tiny_model(dir, name, &config, tok, seed, 1.0)
 }
 
 const PEOPLE: [&str; 5] = [

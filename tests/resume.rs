@@ -3,6 +3,9 @@
 //! users read them (pyarrow datasets, DuckDB) with the schemas of `schemas/` and the row counts
 //! of the manifest.
 
+mod common;
+use common::{numbered_types, save_tiny_model, tiny_config_for};
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -10,67 +13,34 @@ use std::time::{Duration, Instant};
 
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use jerex::corpus::Document;
-use jerex::device::Precision;
 use jerex::engine::manifest::{Success, UnitRecord};
 use jerex::engine::pipeline::TABLES;
 use jerex::engine::sample;
-use jerex::model::{folder, JerexModel, ModelConfig, Thresholds, TypeInfo, WindowConfig};
+use jerex::model::{folder, Thresholds};
 use jerex::paths;
-use jerex::tokenize::WordPieceTokenizer;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tch::Device;
 
 const FILES: usize = 6;
 const DOCS_PER_FILE: usize = 50;
 
-fn types(prefix: &str, n: usize) -> Vec<TypeInfo> {
-    (0..n)
-        .map(|i| TypeInfo {
-            key: format!("{prefix}{i}"),
-            name: format!("{prefix} type {i}"),
-        })
-        .collect()
-}
-
-/// A tiny randomly initialised model folder. BERT's init puts every mention probability near
-/// 0.5; a wider mention classifier spreads them a little, and thresholds just above 0.5 keep a
-/// few mentions per document and some relations (about 1700 and 600 over the corpus), so every
-/// table gets rows and a run lasts a few seconds.
+/// A tiny randomly initialised model folder. A wider mention classifier and thresholds just
+/// above 0.5 keep a few mentions per document and some relations (about 1700 and 600 over the
+/// corpus), so every table gets rows and a run lasts a few seconds.
 fn tiny_model(dir: &Path, tokenizer_json: &Path) -> PathBuf {
-    tch::manual_seed(5);
-    let tokenizer = WordPieceTokenizer::from_file(tokenizer_json).unwrap();
-    let config = ModelConfig {
-        entity_types: types("E", 4),
-        relation_types: types("R", 3),
-        thresholds: Thresholds {
-            mention: 0.535,
-            // Untrained coreference scores sit at 0.5: no merging keeps clear of ties.
-            coref: 0.9,
-            relation: 0.501,
-        },
-        heads: Default::default(),
-        window: WindowConfig {
-            max_len: 64,
-            overlap: 16,
-        },
-        encoder: jerex::encoder::BertConfig::tiny(tokenizer.vocab_size() as i64),
-        training: serde_json::Value::Null,
+    let thresholds = Thresholds {
+        mention: 0.535,
+        // Untrained coreference scores sit at 0.5: no merging keeps clear of ties.
+        coref: 0.9,
+        relation: 0.501,
     };
-    let vs = tch::nn::VarStore::new(Device::Cpu);
-    let specials = folder::special_ids(&tokenizer);
-    JerexModel::new(&vs.root(), &config, specials, Precision::Fp32).unwrap();
-    tch::no_grad(|| {
-        let mut w = vs
-            .variables()
-            .remove("mention_localization.mention_classifier.weight")
-            .unwrap();
-        let wider = &w * 30.0;
-        w.copy_(&wider);
-    });
-    let out = dir.join("tiny-model");
-    JerexModel::save(&out, &vs, &config, tokenizer_json).unwrap();
-    out
+    let config = tiny_config_for(
+        tokenizer_json,
+        numbered_types("E", 4),
+        numbered_types("R", 3),
+        thresholds,
+    );
+    save_tiny_model(dir, "tiny-model", &config, tokenizer_json, 5, 30.0)
 }
 
 const PEOPLE: [&str; 8] = [
