@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand};
 use jerex::error::ErrorClass;
 
 /// One allocator for Rust and libtorch alike (mimalloc, overriding `malloc` for the whole process):
-/// under glibc, long-lived small Rust allocations pinned the freed encoder buffers of varying
-/// shapes and the heap grew with corpus length.
+/// under glibc the heap grew with corpus length (peak 0.93 GiB at 1,000 documents, 1.45 GiB at
+/// 5,000; with mimalloc 0.54 and 0.61), most likely fragmentation around buffers of varying shapes.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

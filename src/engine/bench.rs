@@ -111,16 +111,16 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
         let encoder_seconds = encoder_only(&p, std::mem::take(&mut report.batches_kept))?;
         runs.push((report, encoder_seconds));
     }
-    let docs_per_s = |r: &super::Report| r.documents as f64 / r.seconds.max(1e-9);
+    // Same documents both ways, so the speed ratio is a ratio of seconds.
     let ratios: Vec<f64> = runs
         .iter()
-        .map(|(r, enc)| docs_per_s(r) * enc / r.documents.max(1) as f64)
+        .map(|(r, enc)| enc / r.seconds.max(1e-9))
         .collect();
     let encoder_seconds = median(runs.iter().map(|r| r.1));
     // The run whose end-to-end speed is the median supplies the per-run details.
     runs.sort_by(|a, b| a.0.seconds.total_cmp(&b.0.seconds));
     let (report, _) = runs.swap_remove(runs.len() / 2);
-    let docs_per_s = docs_per_s(&report);
+    let docs_per_s = report.documents as f64 / report.seconds.max(1e-9);
     let encoder_docs_per_s = report.documents as f64 / encoder_seconds.max(1e-9);
     let result = BenchResult {
         documents: report.documents,

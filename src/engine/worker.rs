@@ -94,13 +94,9 @@ impl Backend for ModelBackend {
     }
 
     fn encode_only(&mut self, batch: &[PreparedDoc]) -> Result<()> {
-        let ids: Vec<Vec<i64>> = batch.iter().map(PreparedDoc::piece_ids).collect();
-        let refs: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
-        tch::no_grad(|| {
-            let encoded = self.loaded.model.encoder().encode(&refs, false);
-            self.synchronize();
-            drop(encoded);
-        });
+        let encoded = self.loaded.model.encode_batch(batch);
+        self.synchronize();
+        drop(encoded);
         Ok(())
     }
 }
