@@ -16,7 +16,7 @@ use crate::model::cluster::complete_linkage;
 use crate::model::config::{ModelConfig, Thresholds};
 use crate::model::coref::CoreferenceResolution;
 use crate::model::entity::{entity_reprs, EntityClassification};
-use crate::model::input::{cat_rows, chunk_starts, clamp_index, index_tensor, PreparedDoc};
+use crate::model::input::{cat_rows, clamp_index, index_tensor, PreparedDoc};
 use crate::model::mention::MentionLocalization;
 use crate::model::pool::RangeMax;
 use crate::model::prediction::{DocPrediction, PredEntity, PredMention, PredRelation};
@@ -499,7 +499,9 @@ impl JerexModel {
         Ok(states)
     }
 
-    /// Mention logits `[N]` of spans (pooled in chunks under the memory budget).
+    /// Mention logits `[N]` of spans with their clamped sizes, pooled in chunks under the memory
+    /// budget. Spans are scored grouped by size, so each chunk's size term is the bias of its
+    /// matrix product, and the logits are put back in the spans' order.
     fn mention_logits(
         &self,
         pool: &RangeMax,
@@ -508,15 +510,22 @@ impl JerexModel {
         train: bool,
     ) -> Tensor {
         let device = self.device();
-        let sizes = index_tensor(sizes, device);
-        let chunks: Vec<Tensor> = chunk_starts(places.len() as i64, self.chunk_rows())
-            .map(|(start, len)| {
-                let reprs = self.pool_ranges(pool, &places[start as usize..(start + len) as usize]);
-                self.mention
-                    .logits(&reprs, &sizes.narrow(0, start, len), train)
-            })
-            .collect();
-        cat_rows(&chunks, &[0], Kind::Float, device)
+        let mut order: Vec<usize> = (0..places.len()).collect();
+        order.sort_by_key(|&i| sizes[i]);
+        let size_terms = self.mention.size_terms();
+        let mut chunks = Vec::new();
+        for run in order.chunk_by(|&a, &b| sizes[a] == sizes[b]) {
+            let size_term = size_terms.get(sizes[run[0]]);
+            for piece in run.chunks(self.chunk_rows() as usize) {
+                let ranges: Vec<(usize, usize)> = piece.iter().map(|&i| places[i].pieces).collect();
+                chunks.push(self.mention.logits(&pool.query(&ranges), &size_term, train));
+            }
+        }
+        let sorted = cat_rows(&chunks, &[0], Kind::Float, device);
+        let order: Vec<i64> = order.iter().map(|&i| i as i64).collect();
+        sorted
+            .zeros_like()
+            .index_copy(0, &index_tensor(&order, device), &sorted)
     }
 
     /// `[N, H]` max-pooled representations of the spans' word pieces.

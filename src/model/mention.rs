@@ -37,14 +37,19 @@ impl MentionLocalization {
         self.size_embeddings.size()[0]
     }
 
-    /// Logits `[N]` for span representations `[N, H]` and their (clamped) word counts `[N]`.
-    pub fn logits(&self, reprs: &Tensor, sizes: &Tensor, train: bool) -> Tensor {
-        let size_term = self
-            .size_embeddings
+    /// `[sizes, H]`: the size block of the first layer applied to every size embedding, plus
+    /// the layer's bias.
+    pub fn size_terms(&self) -> Tensor {
+        self.size_embeddings
             .matmul(&self.linear.columns(self.hidden, self.meta).tr())
-            + &self.linear.bias;
-        let hid = reprs.matmul(&self.linear.columns(0, self.hidden).tr())
-            + size_term.index_select(0, sizes);
+            + &self.linear.bias
+    }
+
+    /// Logits `[N]` for representations `[N, H]` of spans of one size, whose row of
+    /// [`size_terms`](Self::size_terms) is `size_term` (`[H]`): it enters as the broadcast
+    /// bias of one fused matrix product.
+    pub fn logits(&self, reprs: &Tensor, size_term: &Tensor, train: bool) -> Tensor {
+        let hid = size_term.addmm(reprs, &self.linear.columns(0, self.hidden).tr());
         self.mention_classifier
             .forward(&hid.relu().dropout(self.dropout, train))
             .squeeze_dim(-1)
@@ -75,10 +80,13 @@ mod tests {
             &HeadConfig::default(),
         );
         let reprs = Tensor::randn([9, 16], (Kind::Float, Device::Cpu));
-        let sizes = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 9, 29, 1]);
-        let split = head.logits(&reprs, &sizes, false);
-        let full = head.logits_concat(&reprs, &sizes);
-        assert!(split.allclose(&full, 1e-5, 1e-6, false));
+        let size_terms = head.size_terms();
+        for size in [0i64, 1, 9, 29] {
+            let split = head.logits(&reprs, &size_terms.get(size), false);
+            let full =
+                head.logits_concat(&reprs, &Tensor::full([9], size, (Kind::Int64, Device::Cpu)));
+            assert!(split.allclose(&full, 1e-5, 1e-6, false), "size {size}");
+        }
         let names: Vec<String> = vs.variables().into_keys().collect();
         assert!(names.contains(&"mention_localization.linear.weight".to_string()));
         assert!(names.contains(&"mention_localization.size_embeddings.weight".to_string()));

@@ -19,25 +19,40 @@ impl RangeMax {
     /// Costs `O(T · log(max_len) · H)` memory.
     pub fn new(states: &Tensor, max_len: usize) -> RangeMax {
         let rows = states.size()[0] as usize;
-        let mut levels = vec![states.shallow_clone()];
         let mut level_offsets = vec![0i64];
         let mut offset = rows as i64;
         let mut width = 1usize;
         while width * 2 <= max_len.min(rows) {
-            let prev = levels.last().expect("level 0 exists");
-            let n = (rows - width * 2 + 1) as i64;
-            let next = prev
-                .narrow(0, 0, n)
-                .maximum(&prev.narrow(0, width as i64, n));
             level_offsets.push(offset);
-            offset += n;
-            levels.push(next);
+            offset += (rows - width * 2 + 1) as i64;
             width *= 2;
         }
-        let table = if levels.len() == 1 {
-            levels.pop().expect("one level")
-        } else {
+        let level = |table: &Tensor, k: usize| {
+            let n = (rows + 1 - (1 << k)) as i64;
+            table.narrow(0, level_offsets[k], n)
+        };
+        let table = if states.requires_grad() {
+            // Autograd needs each level as its own op output, so the levels are concatenated.
+            let mut levels = vec![states.shallow_clone()];
+            for k in 1..level_offsets.len() {
+                let (prev, half) = (&levels[k - 1], 1i64 << (k - 1));
+                let n = (rows + 1 - (1 << k)) as i64;
+                levels.push(prev.narrow(0, 0, n).maximum(&prev.narrow(0, half, n)));
+            }
             Tensor::cat(&levels, 0)
+        } else {
+            // Without gradients every level is written in place into one allocation: no copy
+            // of the whole table for a concatenation.
+            let table = Tensor::empty([offset, states.size()[1]], (states.kind(), states.device()));
+            level(&table, 0).copy_(states);
+            for k in 1..level_offsets.len() {
+                let (prev, half) = (level(&table, k - 1), 1i64 << (k - 1));
+                let n = (rows + 1 - (1 << k)) as i64;
+                let _ = prev
+                    .narrow(0, 0, n)
+                    .maximum_out(&level(&table, k), &prev.narrow(0, half, n));
+            }
+            table
         };
         RangeMax {
             table,
@@ -109,6 +124,27 @@ pub fn scatter_max(acc: &Tensor, src: &Tensor, group: &Tensor) -> Tensor {
     acc.internal_scatter_reduce(0, &group.unsqueeze(1).expand_as(src), src, "amax", true)
 }
 
+/// `[N, H]`: row `n` is the sum of rows `indices[k·n .. k·n + k]` of `table` (`indices` flat,
+/// `[k·N]`). One fused `embedding_bag` pass: it reads the `k` rows and writes the sum, where
+/// `k` gathers and `k − 1` adds would each write a full `[N, H]` temporary (3x slower).
+/// Differentiable in `table`.
+pub fn row_sums(table: &Tensor, indices: &Tensor, k: i64) -> Tensor {
+    let n = indices.size()[0] / k;
+    let offsets = Tensor::arange_start_step(0, n * k, k, (Kind::Int64, indices.device()));
+    const SUM: i64 = 0;
+    let (sums, ..) = Tensor::embedding_bag(
+        table,
+        indices,
+        &offsets,
+        false,
+        SUM,
+        false,
+        None::<Tensor>,
+        false,
+    );
+    sums
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +188,9 @@ mod tests {
         (&slow * &weights).sum(Kind::Float).backward();
 
         assert!(fast.allclose(&slow, 0.0, 0.0, false), "values differ");
+        // Without gradients the table is built in place: same values.
+        let in_place = RangeMax::new(&base, t).query(&ranges);
+        assert!(in_place.equal(&fast.detach()), "in-place table differs");
         assert!(
             x1.grad().allclose(&x2.grad(), 1e-6, 1e-6, false),
             "gradients differ"
@@ -167,6 +206,23 @@ mod tests {
         assert_eq!(
             Vec::<f32>::try_from(out.squeeze()).unwrap(),
             vec![0.0, 6.0, 18.0, 19.0]
+        );
+    }
+
+    #[test]
+    fn row_sums_add_k_rows_and_backprop() {
+        let table = Tensor::from_slice(&[1.0f32, 2.0, 10.0, 20.0, 100.0, 200.0])
+            .view([3, 2])
+            .set_requires_grad(true);
+        let out = row_sums(&table, &Tensor::from_slice(&[0i64, 2, 1, 1, 2, 0]), 2);
+        assert_eq!(
+            Vec::<f32>::try_from(out.view([-1])).unwrap(),
+            vec![101.0, 202.0, 20.0, 40.0, 101.0, 202.0]
+        );
+        out.sum(Kind::Float).backward();
+        assert_eq!(
+            Vec::<f32>::try_from(table.grad().view([-1])).unwrap(),
+            vec![2.0, 2.0, 2.0, 2.0, 2.0, 2.0]
         );
     }
 

@@ -16,7 +16,7 @@ use crate::corpus::Span;
 use crate::layers::{embedding, Linear};
 use crate::model::config::{HeadConfig, RelationHead};
 use crate::model::input::{cat_rows, chunk_starts, clamp_index, index_tensor};
-use crate::model::pool::{scatter_max, RangeMax};
+use crate::model::pool::{row_sums, scatter_max, RangeMax};
 
 /// Where a mention sits: its word span (for distances) and its word-piece range in the batch's
 /// flat token axis (for contexts).
@@ -257,13 +257,21 @@ impl Mrc {
     /// The per-part projections of `pair_linear` for this input: mention and entity rows, the
     /// distance tables (bias folded into the sentence table) and the context weight.
     fn tables(&self, input: &RelationInput) -> PairTables {
+        let blocks = [
+            self.project(input.mention_reprs, 1),
+            self.project(input.mention_reprs, 2),
+            self.project(input.entity_reprs, 3),
+            self.project(input.entity_reprs, 4),
+            self.project(&self.token_distance_embeddings, 5),
+            self.project(&self.sentence_distance_embeddings, 6) + &self.pair_linear.bias,
+        ];
+        let mut starts = [0i64; 7];
+        for (k, block) in blocks.iter().enumerate() {
+            starts[k + 1] = starts[k] + block.size()[0];
+        }
         PairTables {
-            m_h: self.project(input.mention_reprs, 1),
-            m_t: self.project(input.mention_reprs, 2),
-            e_h: self.project(input.entity_reprs, 3),
-            e_t: self.project(input.entity_reprs, 4),
-            tok: self.project(&self.token_distance_embeddings, 5),
-            sent: self.project(&self.sentence_distance_embeddings, 6) + &self.pair_linear.bias,
+            rows: Tensor::cat(&blocks, 0),
+            starts,
             w_ctx: self.pair_linear.columns(0, self.hidden).tr(),
         }
     }
@@ -279,17 +287,16 @@ impl Mrc {
             };
         }
         // At inference an entity pair with a single mention pair (most of them: most entities
-        // have one mention) pools nothing, so `rel_linear`'s pooled block is folded into the
-        // tables and its rows skip that product. Both parts are scored, then put back in order.
+        // have one mention) pools nothing: `rel_linear`'s pooled block is folded into the
+        // tables, and each chunk of pair representations goes straight to the classifier.
+        // Both parts are scored, then put back in order.
         let offsets = &input.mention_pairs.offsets;
         let (single, multi): (Vec<usize>, Vec<usize>) =
             (0..input.entity_pairs.len()).partition(|&r| offsets[r + 1] - offsets[r] == 1);
-        let folded = tables.folded(&self.w_pooled());
         let device = input.mention_reprs.device();
-        let mut hid_parts = Vec::new();
-        let mut win_parts = Vec::new();
+        let (mut logit_parts, mut win_parts) = (Vec::new(), Vec::new());
         let (mut rows, mut pair_rows) = (Vec::new(), Vec::new());
-        for (part, tables, pooled_block) in [(&multi, &tables, true), (&single, &folded, false)] {
+        for (part, is_single) in [(&multi, false), (&single, true)] {
             if part.is_empty() {
                 continue;
             }
@@ -301,13 +308,33 @@ impl Mrc {
                 entity_pairs: &entity_pairs,
                 ..*input
             };
-            let (pooled, wins) = self.pool_pairs(&sub, tables, false, chunk_rows);
-            hid_parts.push(if pooled_block {
-                pooled.matmul(&self.w_pooled())
+            if is_single {
+                let (type_table, type_index) = self.type_bag(&sub);
+                let mut chunks = Vec::new();
+                self.pair_chunks(
+                    &sub,
+                    &tables.folded(&self.w_pooled()),
+                    false,
+                    chunk_rows,
+                    |start, len, hid| {
+                        let types =
+                            row_sums(&type_table, &type_index.narrow(0, 2 * start, 2 * len), 2);
+                        chunks.push(self.classify(hid + types, false));
+                    },
+                );
+                logit_parts.push(cat_rows(&chunks, &[0], Kind::Float, device));
+                // A lone mention pair wins every dimension of its entity pair's max-pool.
+                win_parts.push(Tensor::full(
+                    [pairs.len() as i64],
+                    self.hidden,
+                    (Kind::Int64, device),
+                ));
             } else {
-                pooled
-            });
-            win_parts.extend(wins);
+                let (pooled, wins) = self.pool_pairs(&sub, &tables, false, chunk_rows);
+                let hid = pooled.matmul(&self.w_pooled()) + self.type_terms(&sub);
+                logit_parts.push(self.classify(hid, false));
+                win_parts.extend(wins);
+            }
             rows.extend(part.iter().map(|&r| r as i64));
             pair_rows.extend(
                 part.iter()
@@ -321,10 +348,9 @@ impl Mrc {
                 .zeros_like()
                 .index_copy(0, &index_tensor(order, device), &stacked)
         };
-        let hid =
-            unpermute(&hid_parts, &rows, &[0, self.hidden], Kind::Float) + self.type_terms(input);
+        let n_rt = self.rel_classifier.bias.size()[0];
         RelationOutput {
-            logits: self.classify(hid, false),
+            logits: unpermute(&logit_parts, &rows, &[0, n_rt], Kind::Float),
             wins: Some(unpermute(&win_parts, &pair_rows, &[0], Kind::Int64)),
         }
     }
@@ -334,26 +360,101 @@ impl Mrc {
         self.rel_linear.columns(0, self.hidden).tr()
     }
 
-    /// `[R, H]`: the entity type blocks of `rel_linear` (rows of its projected type table) and
-    /// its bias.
-    fn type_terms(&self, input: &RelationInput) -> Tensor {
+    /// The entity type blocks of `rel_linear` projected into one table (`[2 · types, H]`: head
+    /// rows with the bias, then tail rows) and each entity pair's two rows of it (`[2R]`, flat).
+    fn type_bag(&self, input: &RelationInput) -> (Tensor, Tensor) {
         let (ep_head, ep_tail) = pair_ends(input.entity_pairs, input.entity_types.device());
         let (h, e) = (self.hidden, self.meta);
-        let types = |from: i64| {
+        let project = |from: i64| {
             self.entity_type_embeddings
                 .matmul(&self.rel_linear.columns(from, e).tr())
         };
-        let type_term = |table: &Tensor, ends: &Tensor| {
-            table.index_select(0, &input.entity_types.index_select(0, ends))
-        };
-        type_term(&(types(h) + &self.rel_linear.bias), &ep_head)
-            + type_term(&types(h + e), &ep_tail)
+        let table = Tensor::cat(&[project(h) + &self.rel_linear.bias, project(h + e)], 0);
+        let n_types = self.entity_type_embeddings.size()[0];
+        let index = Tensor::stack(
+            &[
+                input.entity_types.index_select(0, &ep_head),
+                input.entity_types.index_select(0, &ep_tail) + n_types,
+            ],
+            1,
+        )
+        .view([-1]);
+        (table, index)
+    }
+
+    /// `[R, H]`: the entity type terms of `rel_linear` and its bias, per entity pair.
+    fn type_terms(&self, input: &RelationInput) -> Tensor {
+        let (table, index) = self.type_bag(input);
+        row_sums(&table, &index, 2)
     }
 
     /// Relation logits from `rel_linear`'s output before its activation.
     fn classify(&self, hid: Tensor, train: bool) -> Tensor {
         self.rel_classifier
             .forward(&hid.relu().dropout(self.dropout, train))
+    }
+
+    /// The (dropped-out) pair representations built from `tables`, chunk by chunk: calls
+    /// `each(start, len, reprs)` with `reprs` `[len, out]` for mention pairs `start..start + len`.
+    /// A pair's mention, entity and distance terms are one fused row sum; contexts are pooled
+    /// and projected once per distinct range in a chunk.
+    fn pair_chunks(
+        &self,
+        input: &RelationInput,
+        tables: &PairTables,
+        train: bool,
+        chunk_rows: i64,
+        mut each: impl FnMut(i64, i64, Tensor),
+    ) {
+        const TERMS: i64 = 6;
+        let pairs = input.mention_pairs;
+        let device = input.mention_reprs.device();
+        let s = &tables.starts;
+        let (tok_count, sent_count) = (s[5] - s[4], s[6] - s[5]);
+        let mut bag = Vec::with_capacity(pairs.len() * TERMS as usize);
+        for (r, w) in pairs.offsets.windows(2).enumerate() {
+            let (eh, et) = input.entity_pairs[r];
+            for p in w[0]..w[1] {
+                bag.extend([
+                    s[0] + pairs.head[p] as i64,
+                    s[1] + pairs.tail[p] as i64,
+                    s[2] + eh as i64,
+                    s[3] + et as i64,
+                    s[4] + clamp_index(pairs.token_distance[p], tok_count),
+                    s[5] + clamp_index(pairs.sentence_distance[p], sent_count),
+                ]);
+            }
+        }
+        let bag = index_tensor(&bag, device);
+        for (start, len) in chunk_starts(pairs.len() as i64, chunk_rows) {
+            let mut reprs = row_sums(
+                &tables.rows,
+                &bag.narrow(0, TERMS * start, TERMS * len),
+                TERMS,
+            );
+            // Pairs with context (mentions that do not touch), and their distinct ranges.
+            let mut seen: HashMap<(usize, usize), i64> = HashMap::new();
+            let (mut ranges, mut at, mut slot) = (Vec::new(), Vec::new(), Vec::new());
+            let window = start as usize..(start + len) as usize;
+            for (i, c) in pairs.context[window].iter().enumerate() {
+                if let Some(range) = *c {
+                    slot.push(*seen.entry(range).or_insert_with(|| {
+                        ranges.push(range);
+                        ranges.len() as i64 - 1
+                    }));
+                    at.push(i as i64);
+                }
+            }
+            if !ranges.is_empty() {
+                let ctx = input.pool.query(&ranges).matmul(&tables.w_ctx);
+                let _ = reprs.index_add_(
+                    0,
+                    &index_tensor(&at, device),
+                    &ctx.index_select(0, &index_tensor(&slot, device)),
+                );
+            }
+            each(start, len, reprs.dropout(self.dropout, train));
+        }
     }
 
     /// `[R, H]`: per entity pair, the max over its mention pairs of the (dropped-out) pair
@@ -367,114 +468,30 @@ impl Mrc {
     ) -> (Tensor, Option<Tensor>) {
         let pairs = input.mention_pairs;
         let device = input.mention_reprs.device();
-        let n_pairs = pairs.len() as i64;
-        let n_ep = input.entity_pairs.len() as i64;
-
-        let PairTables {
-            m_h,
-            m_t,
-            e_h,
-            e_t,
-            tok,
-            sent,
-            w_ctx,
-        } = tables;
-
-        // Per mention pair index arrays, built once on the host and moved once.
         let mut entity_pair = Vec::with_capacity(pairs.len());
         for (r, w) in pairs.offsets.windows(2).enumerate() {
             entity_pair.extend(std::iter::repeat_n(r as i64, w[1] - w[0]));
         }
-        let head_entity: Vec<i64> = entity_pair
-            .iter()
-            .map(|&r| input.entity_pairs[r as usize].0 as i64)
-            .collect();
-        let tail_entity: Vec<i64> = entity_pair
-            .iter()
-            .map(|&r| input.entity_pairs[r as usize].1 as i64)
-            .collect();
-        let tok_count = tok.size()[0];
-        let sent_count = sent.size()[0];
-        let tok_idx: Vec<i64> = pairs
-            .token_distance
-            .iter()
-            .map(|&d| clamp_index(d, tok_count))
-            .collect();
-        let sent_idx: Vec<i64> = pairs
-            .sentence_distance
-            .iter()
-            .map(|&d| clamp_index(d, sent_count))
-            .collect();
-        let chunks: Vec<(i64, i64)> = chunk_starts(n_pairs, chunk_rows).collect();
-        // Distinct context ranges per chunk; pairs without context point past them (a zero row).
-        let mut ctx_idx = Vec::with_capacity(pairs.len());
-        let mut ctx_ranges: Vec<Vec<(usize, usize)>> = Vec::with_capacity(chunks.len());
-        for &(start, len) in &chunks {
-            let mut seen: HashMap<(usize, usize), i64> = HashMap::new();
-            let mut ranges = Vec::new();
-            let slots: Vec<Option<i64>> = pairs.context[start as usize..(start + len) as usize]
-                .iter()
-                .map(|c| {
-                    c.map(|range| {
-                        *seen.entry(range).or_insert_with(|| {
-                            ranges.push(range);
-                            ranges.len() as i64 - 1
-                        })
-                    })
-                })
-                .collect();
-            let empty = ranges.len() as i64;
-            ctx_idx.extend(slots.into_iter().map(|s| s.unwrap_or(empty)));
-            ctx_ranges.push(ranges);
-        }
-        let head = index_tensor(&to_i64(&pairs.head), device);
-        let tail = index_tensor(&to_i64(&pairs.tail), device);
-        let head_entity = index_tensor(&head_entity, device);
-        let tail_entity = index_tensor(&tail_entity, device);
         let entity_pair = index_tensor(&entity_pair, device);
-        let tok_idx = index_tensor(&tok_idx, device);
-        let sent_idx = index_tensor(&sent_idx, device);
-        let ctx_idx = index_tensor(&ctx_idx, device);
-
-        let pair_repr = |c: usize| -> Tensor {
-            let (start, len) = chunks[c];
-            let sel = |t: &Tensor, idx: &Tensor| t.index_select(0, &idx.narrow(0, start, len));
-            let mut u = sel(m_h, &head)
-                + sel(m_t, &tail)
-                + sel(e_h, &head_entity)
-                + sel(e_t, &tail_entity)
-                + sel(tok, &tok_idx)
-                + sel(sent, &sent_idx);
-            if !ctx_ranges[c].is_empty() {
-                let ctx = input.pool.query(&ctx_ranges[c]).matmul(w_ctx);
-                let ctx = Tensor::cat(&[ctx, ctx_zero_row(self.hidden, device)], 0);
-                u += sel(&ctx, &ctx_idx);
-            }
-            u.dropout(self.dropout, train)
-        };
-
         let mut pooled = Tensor::full(
-            [n_ep, self.hidden],
+            [input.entity_pairs.len() as i64, self.hidden],
             f64::NEG_INFINITY,
             (Kind::Float, device),
         );
         // At inference the chunks are kept for the evidence counts: callers bound the mention
         // pairs per call to a few chunks, so this costs little memory and saves recomputing.
         let mut kept = Vec::new();
-        for (c, &(start, len)) in chunks.iter().enumerate() {
-            let u = pair_repr(c);
+        self.pair_chunks(input, tables, train, chunk_rows, |start, len, u| {
             pooled = scatter_max(&pooled, &u, &entity_pair.narrow(0, start, len));
             if !train {
-                kept.push(u);
+                kept.push((start, len, u));
             }
-        }
-
+        });
         let wins = (!train).then(|| {
             let counts: Vec<Tensor> = kept
                 .iter()
-                .zip(&chunks)
-                .map(|(u, &(start, len))| {
-                    u.eq_tensor(&pooled.index_select(0, &entity_pair.narrow(0, start, len)))
+                .map(|(start, len, u)| {
+                    u.eq_tensor(&pooled.index_select(0, &entity_pair.narrow(0, *start, *len)))
                         .sum_dim_intlist(1, false, Kind::Int64)
                 })
                 .collect();
@@ -537,36 +554,24 @@ impl Mrc {
     }
 }
 
-/// `pair_linear`'s input blocks projected once per call: a pair representation is a sum of rows
-/// of these plus its context times `w_ctx` (`[H, out]`).
+/// `pair_linear`'s input blocks projected once per call and stacked (m_h | m_t | e_h | e_t |
+/// tok | sent, block `k` from row `starts[k]`), so a pair's non-context terms are one fused sum
+/// of six rows; its context is pooled and multiplied by `w_ctx` (`[H, out]`).
 struct PairTables {
-    m_h: Tensor,
-    m_t: Tensor,
-    e_h: Tensor,
-    e_t: Tensor,
-    tok: Tensor,
-    sent: Tensor,
+    rows: Tensor,
+    starts: [i64; 7],
     w_ctx: Tensor,
 }
 
 impl PairTables {
     /// Every table times `w` (`[H, out]`): by linearity the tables of `pair_repr · w`.
     fn folded(&self, w: &Tensor) -> PairTables {
-        let f = |t: &Tensor| t.matmul(w);
         PairTables {
-            m_h: f(&self.m_h),
-            m_t: f(&self.m_t),
-            e_h: f(&self.e_h),
-            e_t: f(&self.e_t),
-            tok: f(&self.tok),
-            sent: f(&self.sent),
-            w_ctx: f(&self.w_ctx),
+            rows: self.rows.matmul(w),
+            starts: self.starts,
+            w_ctx: self.w_ctx.matmul(w),
         }
     }
-}
-
-fn ctx_zero_row(hidden: i64, device: tch::Device) -> Tensor {
-    Tensor::zeros([1, hidden], (Kind::Float, device))
 }
 
 /// Head and tail entity indices of the entity pairs, as device tensors.
@@ -574,10 +579,6 @@ fn pair_ends(pairs: &[(usize, usize)], device: tch::Device) -> (Tensor, Tensor) 
     let heads: Vec<i64> = pairs.iter().map(|p| p.0 as i64).collect();
     let tails: Vec<i64> = pairs.iter().map(|p| p.1 as i64).collect();
     (index_tensor(&heads, device), index_tensor(&tails, device))
-}
-
-fn to_i64(v: &[usize]) -> Vec<i64> {
-    v.iter().map(|&x| x as i64).collect()
 }
 
 /// The global relation classifier: `FFNN([e_h; e_t; type_h; type_t])`, split exactly into
