@@ -67,9 +67,10 @@ impl CoreferenceResolution {
         let pairs = first.size()[0];
         let chunks: Vec<Tensor> = chunk_starts(pairs, chunk_rows)
             .map(|(start, len)| {
-                let hid = row_sums(&table, &index.narrow(0, 3 * start, 3 * len), 3);
+                let mut hid = row_sums(&table, &index.narrow(0, 3 * start, 3 * len), 3);
+                let _ = hid.relu_();
                 self.coref_classifier
-                    .forward(&hid.relu().dropout(self.dropout, train))
+                    .forward(&hid.dropout(self.dropout, train))
                     .squeeze_dim(-1)
             })
             .collect();

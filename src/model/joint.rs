@@ -473,7 +473,7 @@ impl JerexModel {
                 sizes.push(clamp_index(span.len(), size_count));
             }
         }
-        let logits = self.mention_logits(&batch.pool, &places, &sizes, false);
+        let logits = self.mention_logits(&batch.pool, &places, &sizes, Some(threshold));
         let probs = host_f32(&logits.sigmoid())?;
         let mut at = 0;
         let mut states = Vec::with_capacity(batch.docs.len());
@@ -500,25 +500,32 @@ impl JerexModel {
     }
 
     /// Mention logits `[N]` of spans with their clamped sizes, pooled in chunks under the memory
-    /// budget. Spans are scored grouped by size, so each chunk's size term is the bias of its
-    /// matrix product, and the logits are put back in the spans' order.
+    /// budget: for training (`keep` = None, with dropout), or at inference for keeping spans
+    /// with probability ≥ `keep` (screened: spans that cannot reach it get a bound below it).
+    /// Spans are scored grouped by size, so each chunk's size term is the bias of its matrix
+    /// product, and the logits are put back in the spans' order.
     fn mention_logits(
         &self,
         pool: &RangeMax,
         places: &[MentionPlace],
         sizes: &[i64],
-        train: bool,
+        keep: Option<f32>,
     ) -> Tensor {
         let device = self.device();
         let mut order: Vec<usize> = (0..places.len()).collect();
         order.sort_by_key(|&i| sizes[i]);
         let size_terms = self.mention.size_terms();
+        let screen = keep.map(|threshold| (self.mention.screen(), threshold));
         let mut chunks = Vec::new();
         for run in order.chunk_by(|&a, &b| sizes[a] == sizes[b]) {
-            let size_term = size_terms.get(sizes[run[0]]);
+            let size = sizes[run[0]];
             for piece in run.chunks(self.chunk_rows() as usize) {
                 let ranges: Vec<(usize, usize)> = piece.iter().map(|&i| places[i].pieces).collect();
-                chunks.push(self.mention.logits(&pool.query(&ranges), &size_term, train));
+                let reprs = pool.query(&ranges);
+                chunks.push(match &screen {
+                    Some((screen, threshold)) => screen.logits(&reprs, size, *threshold),
+                    None => self.mention.logits(&reprs, &size_terms.get(size), true),
+                });
             }
         }
         let sorted = cat_rows(&chunks, &[0], Kind::Float, device);
@@ -644,7 +651,7 @@ impl JerexModel {
             places.extend(sample.mentions.iter().map(|&m| batch.place(d, m)));
         }
         let mention = bce_mean(
-            &self.mention_logits(&batch.pool, &span_places, &sizes, true),
+            &self.mention_logits(&batch.pool, &span_places, &sizes, None),
             &span_labels,
             device,
         );

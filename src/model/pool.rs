@@ -145,6 +145,11 @@ pub fn row_sums(table: &Tensor, indices: &Tensor, k: i64) -> Tensor {
     sums
 }
 
+/// In-place [`scatter_max`] into `acc`, for inference (no autograd).
+pub fn scatter_max_(acc: &mut Tensor, src: &Tensor, group: &Tensor) {
+    let _ = acc.internal_scatter_reduce_(0, &group.unsqueeze(1).expand_as(src), src, "amax", true);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

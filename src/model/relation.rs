@@ -16,7 +16,7 @@ use crate::corpus::Span;
 use crate::layers::{embedding, Linear};
 use crate::model::config::{HeadConfig, RelationHead};
 use crate::model::input::{cat_rows, chunk_starts, clamp_index, index_tensor};
-use crate::model::pool::{row_sums, scatter_max, RangeMax};
+use crate::model::pool::{row_sums, scatter_max, scatter_max_, RangeMax};
 
 /// Where a mention sits: its word span (for distances) and its word-piece range in the batch's
 /// flat token axis (for contexts).
@@ -265,15 +265,7 @@ impl Mrc {
             self.project(&self.token_distance_embeddings, 5),
             self.project(&self.sentence_distance_embeddings, 6) + &self.pair_linear.bias,
         ];
-        let mut starts = [0i64; 7];
-        for (k, block) in blocks.iter().enumerate() {
-            starts[k + 1] = starts[k] + block.size()[0];
-        }
-        PairTables {
-            rows: Tensor::cat(&blocks, 0),
-            starts,
-            w_ctx: self.pair_linear.columns(0, self.hidden).tr(),
-        }
+        PairTables::stacked(&blocks, self.pair_linear.columns(0, self.hidden).tr())
     }
 
     fn forward(&self, input: &RelationInput, train: bool, chunk_rows: i64) -> RelationOutput {
@@ -287,9 +279,9 @@ impl Mrc {
             };
         }
         // At inference an entity pair with a single mention pair (most of them: most entities
-        // have one mention) pools nothing: `rel_linear`'s pooled block is folded into the
-        // tables, and each chunk of pair representations goes straight to the classifier.
-        // Both parts are scored, then put back in order.
+        // have one mention) pools nothing: `rel_linear` is folded into the tables (its pooled
+        // block by linearity, its type rows as two more blocks), and each chunk of pair rows
+        // goes straight to the classifier. Both parts are scored, then put back in order.
         let offsets = &input.mention_pairs.offsets;
         let (single, multi): (Vec<usize>, Vec<usize>) =
             (0..input.entity_pairs.len()).partition(|&r| offsets[r + 1] - offsets[r] == 1);
@@ -309,19 +301,11 @@ impl Mrc {
                 ..*input
             };
             if is_single {
-                let (type_table, type_index) = self.type_bag(&sub);
+                let folded = tables.folded(&self.w_pooled(), &self.type_table());
                 let mut chunks = Vec::new();
-                self.pair_chunks(
-                    &sub,
-                    &tables.folded(&self.w_pooled()),
-                    false,
-                    chunk_rows,
-                    |start, len, hid| {
-                        let types =
-                            row_sums(&type_table, &type_index.narrow(0, 2 * start, 2 * len), 2);
-                        chunks.push(self.classify(hid + types, false));
-                    },
-                );
+                self.pair_chunks(&sub, &folded, false, chunk_rows, |_, _, hid| {
+                    chunks.push(self.classify(hid, false))
+                });
                 logit_parts.push(cat_rows(&chunks, &[0], Kind::Float, device));
                 // A lone mention pair wins every dimension of its entity pair's max-pool.
                 win_parts.push(Tensor::full(
@@ -360,16 +344,20 @@ impl Mrc {
         self.rel_linear.columns(0, self.hidden).tr()
     }
 
-    /// The entity type blocks of `rel_linear` projected into one table (`[2 · types, H]`: head
-    /// rows with the bias, then tail rows) and each entity pair's two rows of it (`[2R]`, flat).
-    fn type_bag(&self, input: &RelationInput) -> (Tensor, Tensor) {
-        let (ep_head, ep_tail) = pair_ends(input.entity_pairs, input.entity_types.device());
+    /// The entity type blocks of `rel_linear` projected into one table, `[2 · types, H]`: the
+    /// head rows (with the bias), then the tail rows.
+    fn type_table(&self) -> Tensor {
         let (h, e) = (self.hidden, self.meta);
         let project = |from: i64| {
             self.entity_type_embeddings
                 .matmul(&self.rel_linear.columns(from, e).tr())
         };
-        let table = Tensor::cat(&[project(h) + &self.rel_linear.bias, project(h + e)], 0);
+        Tensor::cat(&[project(h) + &self.rel_linear.bias, project(h + e)], 0)
+    }
+
+    /// `[R, H]`: the entity type terms of `rel_linear` and its bias, per entity pair.
+    fn type_terms(&self, input: &RelationInput) -> Tensor {
+        let (ep_head, ep_tail) = pair_ends(input.entity_pairs, input.entity_types.device());
         let n_types = self.entity_type_embeddings.size()[0];
         let index = Tensor::stack(
             &[
@@ -377,27 +365,22 @@ impl Mrc {
                 input.entity_types.index_select(0, &ep_tail) + n_types,
             ],
             1,
-        )
-        .view([-1]);
-        (table, index)
-    }
-
-    /// `[R, H]`: the entity type terms of `rel_linear` and its bias, per entity pair.
-    fn type_terms(&self, input: &RelationInput) -> Tensor {
-        let (table, index) = self.type_bag(input);
-        row_sums(&table, &index, 2)
+        );
+        row_sums(&self.type_table(), &index.view([-1]), 2)
     }
 
     /// Relation logits from `rel_linear`'s output before its activation.
-    fn classify(&self, hid: Tensor, train: bool) -> Tensor {
+    fn classify(&self, mut hid: Tensor, train: bool) -> Tensor {
+        let _ = hid.relu_();
         self.rel_classifier
-            .forward(&hid.relu().dropout(self.dropout, train))
+            .forward(&hid.dropout(self.dropout, train))
     }
 
     /// The (dropped-out) pair representations built from `tables`, chunk by chunk: calls
     /// `each(start, len, reprs)` with `reprs` `[len, out]` for mention pairs `start..start + len`.
-    /// A pair's mention, entity and distance terms are one fused row sum; contexts are pooled
-    /// and projected once per distinct range in a chunk.
+    /// A pair's mention, entity and distance terms (and with typed tables its entity types)
+    /// are one fused row sum; contexts are pooled and projected once per distinct range in a
+    /// chunk.
     fn pair_chunks(
         &self,
         input: &RelationInput,
@@ -406,12 +389,12 @@ impl Mrc {
         chunk_rows: i64,
         mut each: impl FnMut(i64, i64, Tensor),
     ) {
-        const TERMS: i64 = 6;
         let pairs = input.mention_pairs;
         let device = input.mention_reprs.device();
         let s = &tables.starts;
         let (tok_count, sent_count) = (s[5] - s[4], s[6] - s[5]);
-        let mut bag = Vec::with_capacity(pairs.len() * TERMS as usize);
+        let mut bag = Vec::with_capacity(pairs.len() * 6);
+        let (mut heads, mut tails) = (Vec::new(), Vec::new());
         for (r, w) in pairs.offsets.windows(2).enumerate() {
             let (eh, et) = input.entity_pairs[r];
             for p in w[0]..w[1] {
@@ -423,14 +406,28 @@ impl Mrc {
                     s[4] + clamp_index(pairs.token_distance[p], tok_count),
                     s[5] + clamp_index(pairs.sentence_distance[p], sent_count),
                 ]);
+                heads.push(eh as i64);
+                tails.push(et as i64);
             }
         }
-        let bag = index_tensor(&bag, device);
+        let mut bag = index_tensor(&bag, device).view([-1, 6]);
+        if tables.typed() {
+            let types = |entities: &[i64], block: usize| {
+                (input
+                    .entity_types
+                    .index_select(0, &index_tensor(entities, device))
+                    + s[block])
+                    .unsqueeze(1)
+            };
+            bag = Tensor::cat(&[bag, types(&heads, 6), types(&tails, 7)], 1);
+        }
+        let terms = bag.size()[1];
+        let bag = bag.view([-1]);
         for (start, len) in chunk_starts(pairs.len() as i64, chunk_rows) {
             let mut reprs = row_sums(
                 &tables.rows,
-                &bag.narrow(0, TERMS * start, TERMS * len),
-                TERMS,
+                &bag.narrow(0, terms * start, terms * len),
+                terms,
             );
             // Pairs with context (mentions that do not touch), and their distinct ranges.
             let mut seen: HashMap<(usize, usize), i64> = HashMap::new();
@@ -482,8 +479,12 @@ impl Mrc {
         // pairs per call to a few chunks, so this costs little memory and saves recomputing.
         let mut kept = Vec::new();
         self.pair_chunks(input, tables, train, chunk_rows, |start, len, u| {
-            pooled = scatter_max(&pooled, &u, &entity_pair.narrow(0, start, len));
-            if !train {
+            let group = entity_pair.narrow(0, start, len);
+            if train {
+                pooled = scatter_max(&pooled, &u, &group);
+            } else {
+                // In place: no copy of the accumulator per chunk (autograd would need one).
+                scatter_max_(&mut pooled, &u, &group);
                 kept.push((start, len, u));
             }
         });
@@ -555,20 +556,44 @@ impl Mrc {
 }
 
 /// `pair_linear`'s input blocks projected once per call and stacked (m_h | m_t | e_h | e_t |
-/// tok | sent, block `k` from row `starts[k]`), so a pair's non-context terms are one fused sum
-/// of six rows; its context is pooled and multiplied by `w_ctx` (`[H, out]`).
+/// tok | sent, block `k` from row `starts[k]`; typed tables add head and tail entity type
+/// blocks), so a pair's non-context terms are one fused row sum; its context is pooled and
+/// multiplied by `w_ctx` (`[H, out]`).
 struct PairTables {
     rows: Tensor,
-    starts: [i64; 7],
+    /// First row of each block, then the row count.
+    starts: Vec<i64>,
     w_ctx: Tensor,
 }
 
 impl PairTables {
-    /// Every table times `w` (`[H, out]`): by linearity the tables of `pair_repr · w`.
-    fn folded(&self, w: &Tensor) -> PairTables {
+    fn stacked(blocks: &[Tensor], w_ctx: Tensor) -> PairTables {
+        let mut starts = vec![0i64];
+        for block in blocks {
+            starts.push(starts[starts.len() - 1] + block.size()[0]);
+        }
         PairTables {
-            rows: self.rows.matmul(w),
-            starts: self.starts,
+            rows: Tensor::cat(blocks, 0),
+            starts,
+            w_ctx,
+        }
+    }
+
+    /// Whether the blocks include the entity type rows.
+    fn typed(&self) -> bool {
+        self.starts.len() == 9
+    }
+
+    /// Every table times `w` (`[H, out]`), by linearity the tables of `pair_repr · w`, plus the
+    /// type rows `types` (`[2 · entity types, out]`, head rows then tail rows) as two blocks.
+    fn folded(&self, w: &Tensor, types: &Tensor) -> PairTables {
+        let n_types = types.size()[0] / 2;
+        let end = self.starts[self.starts.len() - 1];
+        let mut starts = self.starts.clone();
+        starts.extend([end + n_types, end + 2 * n_types]);
+        PairTables {
+            rows: Tensor::cat(&[self.rows.matmul(w), types.shallow_clone()], 0),
+            starts,
             w_ctx: self.w_ctx.matmul(w),
         }
     }
