@@ -12,6 +12,21 @@ use jerex::error::ErrorClass;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `purge_delay` option (v3 numbering; `MIMALLOC_PURGE_DELAY` in the environment).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed memory committed instead of handing it back to the OS after mimalloc's default
+/// second: the heads' buffers change shape with every batch, and purged pages came back as
+/// fresh zero-filled faults. On the 500-document bench job: 160–230 k page faults with purging,
+/// 19 k without; wall time 34.8 s → 30.4 s (medians of 3 alternating runs); peak 0.51 → 0.54 GB,
+/// where the resident set now stays. `MIMALLOC_PURGE_DELAY` in the environment still wins.
+fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a process-wide option before any other thread exists.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
 /// Exit codes for job engines (Kubernetes, Slurm, cron) to act on; sysexits.h values where one
 /// fits.
 const EX_REJECTED: u8 = 3;
@@ -63,6 +78,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     jerex::device::init_cuda();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
