@@ -4,6 +4,7 @@
 //! pieces) → `encoder` (BERT) → `model` (heads and decoding) → `engine` (batching, devices) →
 //! `output` (Arrow/Parquet tables). `train` and `eval` reuse the same path.
 
+pub mod alloc;
 pub mod corpus;
 pub mod device;
 pub mod encoder;

@@ -8,24 +8,10 @@ use jerex::error::ErrorClass;
 
 /// One allocator for Rust and libtorch alike (mimalloc, overriding `malloc` for the whole process):
 /// under glibc the heap grew with corpus length (peak 0.93 GiB at 1,000 documents, 1.45 GiB at
-/// 5,000; with mimalloc 0.54 and 0.61), most likely fragmentation around buffers of varying shapes.
+/// 5,000), most likely fragmentation around buffers of varying shapes. When freed memory goes
+/// back to the OS is set in `jerex::alloc`.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc's `purge_delay` option (v3 numbering; `MIMALLOC_PURGE_DELAY` in the environment).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Keeps freed memory committed instead of handing it back to the OS after mimalloc's default
-/// second: the heads' buffers change shape with every batch, and purged pages came back as
-/// fresh zero-filled faults. On the 500-document bench job: 160–230 k page faults with purging,
-/// 19 k without; wall time 34.8 s → 30.4 s (medians of 3 alternating runs); peak 0.51 → 0.54 GB,
-/// where the resident set now stays. `MIMALLOC_PURGE_DELAY` in the environment still wins.
-fn keep_freed_memory() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets a process-wide option before any other thread exists.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-    }
-}
 
 /// Exit codes for job engines (Kubernetes, Slurm, cron) to act on; sysexits.h values where one
 /// fits.
@@ -78,7 +64,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
+    jerex::alloc::configure();
     jerex::device::init_cuda();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

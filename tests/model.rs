@@ -196,7 +196,7 @@ fn predictions_are_well_formed() {
         assert_eq!(preds.len(), 3);
         for (p, d) in preds.iter().zip(&docs) {
             check_well_formed(p, d, 3, 4);
-            assert_eq!(p.mentions.len(), d.candidates.len());
+            assert_eq!(p.mentions.len(), d.candidate_count());
             let n = p.entities.len();
             assert_eq!(p.relations.len(), n * n.saturating_sub(1) * 4);
         }

@@ -31,6 +31,14 @@ pub struct BenchArgs {
     /// ratio is the median of each run's own ratio, so noise that spans a run cancels).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
+    /// The DocRED corpus repeated N times under new ids (written once as
+    /// `<input stem>.x<N>.parquet`): peak memory against corpus length.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub copies: u32,
+    /// Skip the encoder-only passes (their fields print as null). The pipeline then keeps no
+    /// batches for them, so `peak_rss_bytes` is the pipeline's alone at any corpus length.
+    #[arg(long)]
+    pub no_encoder_pass: bool,
     #[command(flatten)]
     pub overrides: JobOverrides,
     /// Log format on stderr.
@@ -48,10 +56,10 @@ pub struct BenchResult {
     pub seconds: f64,
     pub docs_per_s: f64,
     pub words_per_s: f64,
-    pub encoder_only_seconds: f64,
-    pub encoder_only_docs_per_s: f64,
+    pub encoder_only_seconds: Option<f64>,
+    pub encoder_only_docs_per_s: Option<f64>,
     /// docs_per_s / encoder_only_docs_per_s.
-    pub end_to_end_vs_encoder: f64,
+    pub end_to_end_vs_encoder: Option<f64>,
     /// Each run's ratio, in order (one per `--repeat`).
     pub end_to_end_vs_encoder_runs: Vec<f64>,
     /// Real / padded word pieces over all batches.
@@ -64,18 +72,6 @@ pub struct BenchResult {
     pub startup_seconds: f64,
 }
 
-/// Peak resident memory of this process (`VmHWM`), 0 where /proc is unavailable.
-pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// Runs the benchmark and prints its JSON object on stdout.
 pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
     init_logging(args.log_format, "warn");
@@ -84,8 +80,18 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
         .docred
         .clone()
         .unwrap_or_else(|| crate::paths::shared_data_dir().join("redocred/dev_revised.json"));
+    let copies = args.copies as usize;
+    let mut overrides = args.overrides.clone();
+    if copies > 1 {
+        overrides.input.clear();
+    }
     for spec in &job.input.paths {
-        let p = PathBuf::from(spec);
+        let mut p = PathBuf::from(spec);
+        if copies > 1 {
+            let stem = p.file_stem().unwrap_or_default().to_string_lossy();
+            p = p.with_file_name(format!("{stem}.x{copies}.parquet"));
+            overrides.input.push(p.to_string_lossy().into_owned());
+        }
         if !p.exists() && p.extension().is_some_and(|e| e == "parquet") {
             if !docred.is_file() {
                 return Err(Error::Config(format!(
@@ -94,11 +100,13 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
                     docred.display()
                 )));
             }
-            super::sample::docred_to_parquet(&docred, &p)?;
+            super::sample::docred_to_parquet(&docred, &p, copies)?;
         }
     }
-    let mut p = prepare_job(&args.job, &args.overrides, super::Shard::ALL, false)?;
-    p.config.keep_batches = true;
+    // Generating a many-copies input holds the whole corpus; the peak is the pipeline's.
+    crate::alloc::reset_peak();
+    let mut p = prepare_job(&args.job, &overrides, super::Shard::ALL, false)?;
+    p.config.keep_batches = !args.no_encoder_pass;
     let mut runs = Vec::new();
     // Peak memory of the first pipeline run alone: later runs and the encoder-only passes only
     // add to the process's high-water mark.
@@ -106,22 +114,25 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
     for _ in 0..args.repeat {
         let mut report = execute(&p.config, &p.model, &p.factory)?;
         if peak == 0 {
-            peak = peak_rss_bytes();
+            peak = crate::alloc::peak_rss_bytes().unwrap_or(0);
         }
-        let encoder_seconds = encoder_only(&p, std::mem::take(&mut report.batches_kept))?;
+        let encoder_seconds = match args.no_encoder_pass {
+            true => None,
+            false => Some(encoder_only(&p, std::mem::take(&mut report.batches_kept))?),
+        };
         runs.push((report, encoder_seconds));
     }
     // Same documents both ways, so the speed ratio is a ratio of seconds.
     let ratios: Vec<f64> = runs
         .iter()
-        .map(|(r, enc)| enc / r.seconds.max(1e-9))
+        .filter_map(|(r, enc)| enc.map(|e| e / r.seconds.max(1e-9)))
         .collect();
-    let encoder_seconds = median(runs.iter().map(|r| r.1));
+    let encoder_seconds = runs[0].1.map(|_| median(runs.iter().filter_map(|r| r.1)));
     // The run whose end-to-end speed is the median supplies the per-run details.
     runs.sort_by(|a, b| a.0.seconds.total_cmp(&b.0.seconds));
     let (report, _) = runs.swap_remove(runs.len() / 2);
     let docs_per_s = report.documents as f64 / report.seconds.max(1e-9);
-    let encoder_docs_per_s = report.documents as f64 / encoder_seconds.max(1e-9);
+    let encoder_docs_per_s = encoder_seconds.map(|e| report.documents as f64 / e.max(1e-9));
     let result = BenchResult {
         documents: report.documents,
         words: report.words,
@@ -131,7 +142,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
         words_per_s: report.words as f64 / report.seconds.max(1e-9),
         encoder_only_seconds: encoder_seconds,
         encoder_only_docs_per_s: encoder_docs_per_s,
-        end_to_end_vs_encoder: median(ratios.iter().copied()),
+        end_to_end_vs_encoder: encoder_seconds.map(|_| median(ratios.iter().copied())),
         end_to_end_vs_encoder_runs: ratios,
         padding_efficiency: report.word_pieces as f64 / report.padded_word_pieces.max(1) as f64,
         batches: report.batches,

@@ -113,9 +113,8 @@ fn fake_predict(d: &PreparedDoc, f: &FakeFactory) -> DocPrediction {
     let first_of_sentence = |i: usize| starts.binary_search(&i).is_ok();
     let cap = |i: usize| i < words.len() && capitalized(words[i]);
     let mut spans: Vec<Span> = d
-        .candidates
-        .iter()
-        .copied()
+        .candidates()
+        .into_iter()
         .filter(|s| {
             (s.start..s.end).all(cap)
                 && (first_of_sentence(s.start) || !cap(s.start - 1))

@@ -160,7 +160,7 @@ impl ModelInfo {
             row_len: lens.clone().max().unwrap_or(0),
             rows: windows.len(),
             word_pieces: lens.sum(),
-            spans: doc.candidates.len(),
+            spans: doc.candidate_count(),
             pairs: mentions * mentions.saturating_sub(1),
         }
     }
@@ -521,6 +521,11 @@ pub fn execute_skipping(
         s.spawn(move || {
             let mut bucketer = Bucketer::new(cfg.batch, |item: &(PreparedDoc, Meta)| item.1.cost);
             let send = |batches: Vec<Vec<(PreparedDoc, Meta)>>| {
+                // A window's batches are queued or done: release what the last window freed,
+                // so the resident set does not creep up with corpus length (see `alloc`).
+                if !batches.is_empty() {
+                    crate::alloc::release_freed();
+                }
                 for b in batches {
                     let (r, p) = super::bucket::padding(b.iter().map(|(_, m)| m.cost));
                     real.fetch_add(r as u64, Ordering::Relaxed);

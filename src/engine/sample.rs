@@ -135,10 +135,10 @@ pub fn ensure_generated(parquet: &Path) -> Result<bool> {
     Ok(true)
 }
 
-/// Writes DocRED JSON (`corpus::docred`) as a pre-tokenized input table, unless `out` exists and
-/// is newer than the source. Used by the benchmark so the shared data is never copied into the
-/// repository.
-pub fn docred_to_parquet(json: &Path, out: &Path) -> Result<()> {
+/// Writes DocRED JSON (`corpus::docred`) as a pre-tokenized input table, `copies` times over
+/// (copy `k > 0` of a document is named `<id> (copy <k>)`), unless `out` exists and is newer than the
+/// source. Used by the benchmark so the shared data is never copied into the repository.
+pub fn docred_to_parquet(json: &Path, out: &Path, copies: usize) -> Result<()> {
     let fresh = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     if let (Some(o), Some(j)) = (fresh(out), fresh(json)) {
         if o >= j {
@@ -150,6 +150,15 @@ pub fn docred_to_parquet(json: &Path, out: &Path) -> Result<()> {
         d.text = None;
         d.gold = None;
     }
+    let copied: Vec<Document> = (1..copies)
+        .flat_map(|k| {
+            docs.iter().map(move |d| Document {
+                id: format!("{} (copy {k})", d.id),
+                ..d.clone()
+            })
+        })
+        .collect();
+    docs.extend(copied);
     write_input_parquet(out, &docs)
 }
 
@@ -191,6 +200,35 @@ mod tests {
         assert!(t.word_count() >= 8);
         let s = rows[1].doc.as_ref().unwrap();
         assert_eq!(s.sentences, docs[1].sentences);
+    }
+
+    #[test]
+    fn docred_copies_repeat_every_document_under_new_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("d.json");
+        let doc = |title: &str| {
+            serde_json::json!({"title": title, "sents": [["Ann", "met", "Bo", "."]],
+                "vertexSet": [[{"name": "Ann", "pos": [0, 1], "sent_id": 0, "type": "PER"}]],
+                "labels": []})
+        };
+        std::fs::write(&json, serde_json::json!([doc("a"), doc("b")]).to_string()).unwrap();
+        let out = dir.path().join("d.x3.parquet");
+        docred_to_parquet(&json, &out, 3).unwrap();
+        let ids: Vec<String> = open(&out, &InputColumns::default())
+            .unwrap()
+            .map(|r| r.unwrap().doc.unwrap().id)
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "a",
+                "b",
+                "a (copy 1)",
+                "b (copy 1)",
+                "a (copy 2)",
+                "b (copy 2)"
+            ]
+        );
     }
 
     #[test]

@@ -7,14 +7,14 @@ use crate::corpus::{Document, Span};
 use crate::error::{Error, Result};
 use crate::tokenize::{TokenizedDoc, WordPieceTokenizer};
 
-/// A document ready for the model: its word pieces and its candidate spans.
+/// A document ready for the model: its word pieces, and the size limit of its candidate spans.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreparedDoc {
     pub doc: Document,
     pub tokens: TokenizedDoc,
-    /// Every span of `1..=max_span_words` words inside one sentence, in the reference order:
-    /// sentence, then size ascending, then start ascending (reference 4.1).
-    pub candidates: Vec<Span>,
+    /// Candidate spans are listed only when a batch needs them: stored, they were three
+    /// quarters of a prepared document's memory, and the pipeline holds hundreds of documents.
+    pub max_span_words: usize,
 }
 
 impl PreparedDoc {
@@ -26,12 +26,32 @@ impl PreparedDoc {
     /// From pieces tokenized elsewhere; `tokens.word_pieces` must cover every word with a
     /// non-empty piece range (as [`WordPieceTokenizer::tokenize`] guarantees).
     pub fn from_tokens(doc: Document, tokens: TokenizedDoc, max_span_words: usize) -> Self {
-        let candidates = candidate_spans(&doc, max_span_words);
         PreparedDoc {
             doc,
             tokens,
-            candidates,
+            max_span_words,
         }
+    }
+
+    /// Every span of `1..=max_span_words` words inside one sentence, in the reference order:
+    /// sentence, then size ascending, then start ascending (reference 4.1).
+    pub fn candidates(&self) -> Vec<Span> {
+        candidate_spans(&self.doc, self.max_span_words)
+    }
+
+    /// `candidates().len()`, without listing them.
+    pub fn candidate_count(&self) -> usize {
+        let m = self.max_span_words;
+        let starts = self.doc.sentence_starts();
+        starts
+            .windows(2)
+            .map(|b| {
+                let n = b[1] - b[0];
+                let k = m.min(n);
+                // Spans of size 1..=k in n words: n + (n - 1) + ... + (n - k + 1).
+                k * n - k * (k.saturating_sub(1)) / 2
+            })
+            .sum()
     }
 
     /// Word-piece ids as the encoder takes them.
@@ -72,7 +92,7 @@ impl PreparedDoc {
 }
 
 /// Candidate spans of a document (see [`PreparedDoc::candidates`]).
-pub fn candidate_spans(doc: &Document, max_span_words: usize) -> Vec<Span> {
+fn candidate_spans(doc: &Document, max_span_words: usize) -> Vec<Span> {
     let starts = doc.sentence_starts();
     let mut out = Vec::new();
     for (sent, bounds) in starts.windows(2).enumerate() {
@@ -162,6 +182,24 @@ mod tests {
         // Σ_{k=1..10} (L − k + 1) for a 12-word sentence.
         assert_eq!(candidate_spans(&doc(&[12]), 10).len(), 75);
         assert!(candidate_spans(&doc(&[]), 10).is_empty());
+    }
+
+    #[test]
+    fn candidate_count_is_the_listed_count() {
+        let tokens = TokenizedDoc {
+            ids: Vec::new(),
+            word_pieces: Vec::new(),
+        };
+        for lengths in [&[][..], &[0], &[1], &[3, 0, 2], &[12], &[10, 11, 9, 25, 1]] {
+            for max in [1, 2, 10, 30] {
+                let d = PreparedDoc::from_tokens(doc(lengths), tokens.clone(), max);
+                assert_eq!(
+                    d.candidate_count(),
+                    d.candidates().len(),
+                    "{lengths:?} {max}"
+                );
+            }
+        }
     }
 
     #[test]

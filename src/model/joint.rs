@@ -467,8 +467,9 @@ impl JerexModel {
         let mut places = Vec::new();
         let mut sizes = Vec::new();
         let size_count = self.mention.size_count();
-        for (d, doc) in batch.docs.iter().enumerate() {
-            for &span in &doc.candidates {
+        let candidates: Vec<Vec<Span>> = batch.docs.iter().map(|d| d.candidates()).collect();
+        for (d, spans) in candidates.iter().enumerate() {
+            for &span in spans {
                 places.push(batch.place(d, span));
                 sizes.push(clamp_index(span.len(), size_count));
             }
@@ -477,14 +478,13 @@ impl JerexModel {
         let probs = host_f32(&logits.sigmoid())?;
         let mut at = 0;
         let mut states = Vec::with_capacity(batch.docs.len());
-        for doc in batch.docs {
-            let n = doc.candidates.len();
-            let mut kept: Vec<(Span, f32)> = doc
-                .candidates
-                .iter()
+        for spans in candidates {
+            let n = spans.len();
+            let mut kept: Vec<(Span, f32)> = spans
+                .into_iter()
                 .zip(&probs[at..at + n])
                 .filter(|&(_, &p)| p >= threshold)
-                .map(|(&s, &p)| (s, p))
+                .map(|(s, &p)| (s, p))
                 .collect();
             at += n;
             kept.sort_by_key(|(s, _)| (s.start, s.end));

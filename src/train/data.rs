@@ -170,14 +170,6 @@ pub fn torch_seed(seed: u64, epoch: usize) -> i64 {
     (seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64) & (i64::MAX as u64)) as i64
 }
 
-/// The process's peak resident set size in MiB (`VmHWM`), when the platform reports it.
-pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,7 +37,7 @@ use crate::model::{
 use crate::paths;
 use crate::tokenize::WordPieceTokenizer;
 use crate::train::data::{
-    collect_types, load_dataset, peak_rss_mib, plan_epoch, sample_rng, torch_seed, SplitSpec,
+    collect_types, load_dataset, plan_epoch, sample_rng, torch_seed, SplitSpec,
 };
 use crate::train::optim::{AdamW, AdamWConfig, Schedule};
 use crate::train::sample::{sample_document, DocSample, SamplingConfig};
@@ -605,7 +605,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         wall_seconds: state.wall_seconds,
         train_seconds: state.train_seconds,
         train_docs_per_second: state.train_docs as f64 / state.train_seconds.max(1e-9),
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: crate::alloc::peak_rss_bytes().map(|b| b as f64 / (1 << 20) as f64),
         train_documents: train_count,
         validation_documents: validation_count,
         dropped_unlabelled_documents: dropped,
