@@ -116,9 +116,10 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
         if peak == 0 {
             peak = crate::alloc::peak_rss_bytes().unwrap_or(0);
         }
-        let encoder_seconds = match args.no_encoder_pass {
-            true => None,
-            false => Some(encoder_only(&p, std::mem::take(&mut report.batches_kept))?),
+        let encoder_seconds = if args.no_encoder_pass {
+            None
+        } else {
+            Some(encoder_only(&p, std::mem::take(&mut report.batches_kept))?)
         };
         runs.push((report, encoder_seconds));
     }

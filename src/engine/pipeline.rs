@@ -521,8 +521,8 @@ pub fn execute_skipping(
         s.spawn(move || {
             let mut bucketer = Bucketer::new(cfg.batch, |item: &(PreparedDoc, Meta)| item.1.cost);
             let send = |batches: Vec<Vec<(PreparedDoc, Meta)>>| {
-                // A window's batches are queued or done: release what the last window freed,
-                // so the resident set does not creep up with corpus length (see `alloc`).
+                // A new window: the last one's batches are all queued or done, so release what
+                // they freed; the resident set then does not creep up with corpus length.
                 if !batches.is_empty() {
                     crate::alloc::release_freed();
                 }
