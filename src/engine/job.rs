@@ -184,7 +184,7 @@ impl Default for BatchConfig {
             max_word_pieces: 8192,
             max_docs: 64,
             lookahead: 512,
-            max_spans: 20_000,
+            max_spans: 10_000,
             max_pairs: 2_000_000,
         }
     }
