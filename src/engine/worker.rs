@@ -53,7 +53,8 @@ impl BackendFactory for ModelFactory {
         if device == Device::Cpu {
             tch::set_num_threads(self.threads.max(1) as i32);
         }
-        let loaded = JerexModel::load(&self.dir, device, self.precision)?;
+        let mut loaded = JerexModel::load(&self.dir, device, self.precision)?;
+        loaded.model.freeze();
         Ok(Box::new(ModelBackend {
             loaded,
             thresholds: self.thresholds,

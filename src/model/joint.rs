@@ -211,6 +211,12 @@ impl JerexModel {
         })
     }
 
+    /// Computes once what inference would recompute per batch from the weights alone. Only for
+    /// replicas whose weights no longer change (the engine's workers), not during training.
+    pub fn freeze(&mut self) {
+        self.relation.freeze();
+    }
+
     /// Sets the per-chunk element budget of the pair heads (smaller saves memory, costs speed).
     pub fn with_chunk_elements(mut self, elements: i64) -> JerexModel {
         self.chunk_elements = elements.max(1);
