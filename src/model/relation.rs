@@ -194,7 +194,7 @@ impl RelationClassifier {
     /// update would not reach them.
     pub fn freeze(&mut self) {
         if let RelationClassifier::Mrc(m) = self {
-            m.frozen = Some(m.folded_weights());
+            m.frozen = Some(tch::no_grad(|| m.folded_weights()));
         }
     }
 
@@ -621,6 +621,9 @@ struct PairTables {
 }
 
 impl PairTables {
+    /// Blocks made from the batch (m_h, m_t, e_h, e_t); the later ones come from weights alone.
+    const BATCH_BLOCKS: usize = 4;
+
     fn stacked(blocks: &[Tensor], w_ctx: Tensor) -> PairTables {
         let mut starts = vec![0i64];
         for block in blocks {
@@ -647,7 +650,10 @@ impl PairTables {
         let end = self.starts[self.starts.len() - 1];
         let mut starts = self.starts.clone();
         starts.extend([end + n_types, end + 2 * n_types]);
-        let own = self.rows.narrow(0, 0, self.starts[4]).matmul(w);
+        let own = self
+            .rows
+            .narrow(0, 0, self.starts[Self::BATCH_BLOCKS])
+            .matmul(w);
         PairTables {
             rows: Tensor::cat(
                 &[
