@@ -36,7 +36,8 @@ use crate::encoder::plan_windows;
 use crate::error::{Error, Result};
 use crate::model::{folder, ModelConfig, PreparedDoc};
 use crate::output::{
-    doc_rows, record_batch, DocRows, DocumentRow, PartWriter, RelationRow, Status, TableRow,
+    doc_rows, DocRows, DocumentRow, EntityRow, MentionRow, PartWriter, PendingRows, RelationRow,
+    Status, TableRow,
 };
 use crate::schema;
 use crate::tokenize::WordPieceTokenizer;
@@ -713,8 +714,10 @@ struct UnitBuffer {
     /// The unit was not read to the end or a part failed: it must not be recorded as finished.
     broken: bool,
     seen: usize,
-    rows: DocRows,
-    documents: Vec<DocumentRow>,
+    mentions: PendingRows<MentionRow>,
+    entities: PendingRows<EntityRow>,
+    relations: PendingRows<RelationRow>,
+    documents: PendingRows<DocumentRow>,
     counts: DocCounts,
     /// Writes the unit's parts into its staging folder (opened at the first part).
     stage: Option<PartWriter>,
@@ -749,6 +752,8 @@ fn write_stage(
     let mut units: HashMap<usize, UnitBuffer> = HashMap::new();
     let mut report = Report::default();
     let mut first_error: Option<Error> = None;
+    // One message's rows per unit, gathered before they join the unit's pending batches.
+    let mut gathered: HashMap<usize, (DocRows, Vec<DocumentRow>)> = HashMap::new();
     for msg in rx {
         let t = Instant::now();
         let mut touched = Vec::new();
@@ -782,10 +787,25 @@ fn write_stage(
                         Status::Rejected => buf.counts.rejected += 1,
                         Status::Failed => buf.counts.failed += 1,
                     }
-                    buf.rows.mentions.extend(d.rows.mentions);
-                    buf.rows.entities.extend(d.rows.entities);
-                    buf.rows.relations.extend(d.rows.relations);
-                    buf.documents.push(d.document);
+                    let (rows, documents) = gathered.entry(d.unit).or_default();
+                    rows.mentions.extend(d.rows.mentions);
+                    rows.entities.extend(d.rows.entities);
+                    rows.relations.extend(d.rows.relations);
+                    documents.push(d.document);
+                }
+                for (unit, (rows, documents)) in gathered.drain() {
+                    let buf = units.get_mut(&unit).expect("unit buffer exists");
+                    let pushed = buf
+                        .mentions
+                        .push(rows.mentions)
+                        .and_then(|()| buf.entities.push(rows.entities))
+                        .and_then(|()| buf.relations.push(rows.relations))
+                        .and_then(|()| buf.documents.push(documents));
+                    if let Err(e) = pushed {
+                        tracing::error!("buffering unit {}: {e}", cfg.units[unit].path.display());
+                        buf.broken = true;
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
         }
@@ -872,9 +892,9 @@ fn flush_unit(
     complete: bool,
 ) -> Result<()> {
     let pending = [
-        buf.rows.mentions.len(),
-        buf.rows.entities.len(),
-        buf.rows.relations.len(),
+        buf.mentions.len(),
+        buf.entities.len(),
+        buf.relations.len(),
         buf.documents.len(),
     ];
     let due = |n: usize| n >= o.rows_per_part || (complete && n > 0);
@@ -887,64 +907,29 @@ fn flush_unit(
     let w = buf.stage.as_ref().expect("staging opened above");
     let [mentions, entities, relations, documents] = &mut buf.parts;
     let n = o.rows_per_part;
-    write_table(
-        w,
-        schema::MENTIONS,
-        unit,
-        &mut buf.rows.mentions,
-        mentions,
-        n,
-        complete,
-    )?;
-    write_table(
-        w,
-        schema::ENTITIES,
-        unit,
-        &mut buf.rows.entities,
-        entities,
-        n,
-        complete,
-    )?;
-    write_table(
-        w,
-        schema::RELATIONS,
-        unit,
-        &mut buf.rows.relations,
-        relations,
-        n,
-        complete,
-    )?;
-    write_table(
-        w,
-        schema::DOCUMENTS,
-        unit,
-        &mut buf.documents,
-        documents,
-        n,
-        complete,
-    )?;
+    write_table(w, unit, &mut buf.mentions, mentions, n, complete)?;
+    write_table(w, unit, &mut buf.entities, entities, n, complete)?;
+    write_table(w, unit, &mut buf.relations, relations, n, complete)?;
+    write_table(w, unit, &mut buf.documents, documents, n, complete)?;
     Ok(())
 }
 
 fn write_table<R: TableRow>(
     w: &PartWriter,
-    table: &str,
     unit: &Unit,
-    rows: &mut Vec<R>,
+    rows: &mut PendingRows<R>,
     parts: &mut Vec<PartRecord>,
     rows_per_part: usize,
     complete: bool,
 ) -> Result<()> {
     while rows.len() >= rows_per_part || (complete && !rows.is_empty()) {
-        let take = rows.len().min(rows_per_part);
-        let part: Vec<R> = rows.drain(..take).collect();
-        let batch = record_batch(&part)?;
+        let batch = rows.take(rows_per_part)?;
         let stem = format!("part-{}-{:05}", unit.hash, parts.len());
-        let path = w.write(table, &stem, &batch)?;
+        let path = w.write(R::TABLE, &stem, &batch)?;
         let file = path.file_name().expect("a part file name");
         parts.push(PartRecord {
             file: file.to_string_lossy().into_owned(),
-            rows: take,
+            rows: batch.num_rows(),
         });
     }
     Ok(())

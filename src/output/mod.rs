@@ -5,7 +5,7 @@ pub mod tables;
 pub mod writer;
 
 pub use tables::{
-    doc_rows, record_batch, DocRows, DocumentRow, EntityRow, MentionRow, RelationRow, Status,
-    TableRow,
+    doc_rows, record_batch, DocRows, DocumentRow, EntityRow, MentionRow, PendingRows, RelationRow,
+    Status, TableRow,
 };
 pub use writer::PartWriter;

@@ -400,8 +400,11 @@ impl TableRow for DocumentRow {
 /// The rows as a record batch with the table's schema, sorted by the schema's sort key (so
 /// every part file is sorted, whatever order the documents were processed in).
 pub fn record_batch<R: TableRow>(rows: &[R]) -> Result<RecordBatch> {
-    let table = schema::table(R::TABLE);
-    let schema = table.arrow_schema();
+    sort_batch(&unsorted_batch(rows)?, &schema::table(R::TABLE).sort_key)
+}
+
+fn unsorted_batch<R: TableRow>(rows: &[R]) -> Result<RecordBatch> {
+    let schema = schema::table(R::TABLE).arrow_schema();
     let columns = schema
         .fields()
         .iter()
@@ -415,8 +418,80 @@ pub fn record_batch<R: TableRow>(rows: &[R]) -> Result<RecordBatch> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    sort_batch(&batch, &table.sort_key)
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// Rows of one table waiting for their part file, held as Arrow batches instead of row structs.
+///
+/// Rows can wait many minutes (a `documents` part of 10,000 rows spans that many documents).
+/// As structs they are many small strings scattered over allocator pages that short-lived
+/// allocations share, and the resident set crept up over long runs; as a few column buffers,
+/// merged as they accumulate, they pin almost nothing.
+pub struct PendingRows<R> {
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    table: std::marker::PhantomData<R>,
+}
+
+impl<R> Default for PendingRows<R> {
+    fn default() -> Self {
+        PendingRows {
+            batches: Vec::new(),
+            rows: 0,
+            table: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<R: TableRow> PendingRows<R> {
+    /// Batches held before they are merged into one (bounds the buffer count, and the copying
+    /// to about `rows / MERGE_AT` per row).
+    const MERGE_AT: usize = 16;
+
+    /// Rows waiting.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Appends rows (consumed: their strings are freed now, not when the part is written).
+    pub fn push(&mut self, rows: Vec<R>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.rows += rows.len();
+        self.batches.push(unsorted_batch(&rows)?);
+        if self.batches.len() >= Self::MERGE_AT {
+            self.merge()?;
+        }
+        Ok(())
+    }
+
+    /// The first `n` rows waiting (all when fewer), sorted as [`record_batch`] sorts.
+    pub fn take(&mut self, n: usize) -> Result<RecordBatch> {
+        self.merge()?;
+        let all = self.batches.pop().unwrap_or_else(|| {
+            RecordBatch::new_empty(schema::table(R::TABLE).arrow_schema().clone())
+        });
+        let n = n.min(all.num_rows());
+        if n < all.num_rows() {
+            self.batches.push(all.slice(n, all.num_rows() - n));
+        }
+        self.rows -= n;
+        sort_batch(&all.slice(0, n), &schema::table(R::TABLE).sort_key)
+    }
+
+    fn merge(&mut self) -> Result<()> {
+        if self.batches.len() > 1 {
+            let schema = self.batches[0].schema();
+            let merged = arrow::compute::concat_batches(&schema, &self.batches)?;
+            self.batches = vec![merged];
+        }
+        Ok(())
+    }
 }
 
 fn sort_batch(batch: &RecordBatch, key: &[String]) -> Result<RecordBatch> {
@@ -638,6 +713,40 @@ mod tests {
             batch.schema(),
             schema::table(schema::DOCUMENTS).arrow_schema()
         );
+    }
+
+    #[test]
+    fn pending_rows_give_the_parts_that_row_slices_give() {
+        let row = |i: usize| DocumentRow {
+            doc_id: Some(format!("d{}", (i * 7919) % 100)),
+            status: Status::Ok,
+            reason: None,
+            source_file: "a.parquet".into(),
+            source_row: i as u64,
+            content_hash: Some(format!("h{i}")),
+            words: i as u32,
+            word_pieces: 2 * i as u32,
+            mentions: 0,
+            entities: 0,
+            relations: 0,
+            seconds: 0.5,
+            model_id: "m".into(),
+        };
+        let all: Vec<DocumentRow> = (0..100).map(row).collect();
+        let mut pending = PendingRows::default();
+        // More pushes than MERGE_AT, of uneven sizes, so merging happens between takes.
+        let (mut next, mut size) = (0, 0);
+        while next < all.len() {
+            let end = (next + size % 5).min(all.len());
+            pending.push(all[next..end].to_vec()).unwrap();
+            (next, size) = (end, size + 1);
+        }
+        assert_eq!(pending.len(), 100);
+        for chunk in all.chunks(30) {
+            assert_eq!(pending.take(30).unwrap(), record_batch(chunk).unwrap());
+        }
+        assert!(pending.is_empty());
+        assert_eq!(pending.take(30).unwrap().num_rows(), 0);
     }
 
     #[test]
