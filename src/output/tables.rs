@@ -425,8 +425,8 @@ fn unsorted_batch<R: TableRow>(rows: &[R]) -> Result<RecordBatch> {
 ///
 /// Rows can wait many minutes (a `documents` part of 10,000 rows spans that many documents).
 /// As structs they are many small strings scattered over allocator pages that short-lived
-/// allocations share, and the resident set crept up over long runs; as a few column buffers,
-/// merged as they accumulate, they pin almost nothing.
+/// allocations share, each page kept by a few of them; as column buffers, merged as they
+/// accumulate, they are a few large allocations.
 pub struct PendingRows<R> {
     batches: Vec<RecordBatch>,
     rows: usize,
