@@ -4,9 +4,9 @@
 //! `main.rs`). Purging freed pages on mimalloc's short default delay made every batch's buffers
 //! come back as fresh zero-filled page faults (160–230 k per 500 documents, ~12% of the wall
 //! time); never purging let the resident set creep up with corpus length as buffers of ever-new
-//! shapes fragment the arenas (+13 to +19% from 1,000 to 5,000 documents). So purging is
-//! scheduled with a delay long enough never to fire on its own, and the pipeline releases
-//! everything freed once per look-ahead window ([`release_freed`]): +5% from 1,000 to 5,000.
+//! shapes fragment the arenas. So purging is scheduled with a delay long enough never to fire on
+//! its own, and each device thread releases what it freed when its resident set has grown past
+//! what its batches need ([`ReleasePolicy`]).
 
 /// mimalloc's `purge_delay` option (v3 numbering; `MIMALLOC_PURGE_DELAY` in the environment).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
@@ -30,12 +30,102 @@ pub fn release_freed() {
     unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
-/// Peak resident memory of this process in bytes (`VmHWM`), where /proc reports it.
-pub fn peak_rss_bytes() -> Option<u64> {
+/// A `/proc/self/status` field in bytes, where /proc reports it.
+fn status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    let kib = status.lines().find_map(|l| l.strip_prefix(field))?;
     let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Peak resident memory of this process in bytes (`VmHWM`), where /proc reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    status_bytes("VmHWM:")
+}
+
+/// Resident memory of this process in bytes (`VmRSS`), where /proc reports it.
+pub fn rss_bytes() -> Option<u64> {
+    status_bytes("VmRSS:")
+}
+
+/// When a device thread returns freed memory to the OS. mimalloc keeps a thread's freed pages
+/// in that thread's heap, where only a collect on the same thread releases them, so the thread
+/// that allocates the batches' tensors decides, after each batch:
+/// - the *base* is the lowest resident set seen just after a release (or at the start);
+/// - the *working set* is how far the first batch after a release raises the resident set
+///   above that release's level (the largest seen): what a batch needs with nothing left over;
+/// - once the resident set exceeds base + working set + slack, the memory left over by
+///   earlier batches (freed, but not reused by later batches of other shapes) is released.
+///
+/// The cap depends on what batches need, not on how many batch shapes a run has met, so the
+/// peak does not grow with corpus length; where leftovers pile up faster, releases simply come
+/// more often. Each release makes the next batch fault its buffers in afresh, which is why
+/// this is not done after every batch (5–10% of the wall time).
+#[derive(Debug, Clone)]
+pub struct ReleasePolicy {
+    /// Resident set after the last release.
+    floor: u64,
+    base: u64,
+    working_set: u64,
+    slack: u64,
+    measure_next: bool,
+}
+
+impl ReleasePolicy {
+    /// Leftovers tolerated above the working set before a release.
+    pub const SLACK: u64 = 32 << 20;
+
+    /// A policy starting from the resident set `floor`, releasing past `slack` leftovers.
+    pub fn new(floor: u64, slack: u64) -> ReleasePolicy {
+        ReleasePolicy {
+            floor,
+            base: floor,
+            working_set: 0,
+            slack,
+            measure_next: true,
+        }
+    }
+
+    /// Starts from the current resident set, with the default slack; `None` where /proc does
+    /// not report it (then nothing is released).
+    pub fn here() -> Option<ReleasePolicy> {
+        rss_bytes().map(|rss| ReleasePolicy::new(rss, Self::SLACK))
+    }
+
+    /// Whether to release now, given the resident set after a batch.
+    pub fn should_release(&mut self, rss: u64) -> bool {
+        if self.measure_next {
+            self.working_set = self.working_set.max(rss.saturating_sub(self.floor));
+            self.measure_next = false;
+        }
+        rss > self.base + self.working_set + self.slack
+    }
+
+    /// Records a release that left the resident set at `rss`.
+    pub fn released(&mut self, rss: u64) {
+        self.floor = rss;
+        self.base = self.base.min(rss);
+        self.measure_next = true;
+    }
+
+    /// Call after each batch, on the thread that ran it: releases when the policy says so,
+    /// after `others` (which releases on other threads) has run.
+    pub fn after_batch(&mut self, others: impl FnOnce()) {
+        let Some(before) = rss_bytes() else { return };
+        if self.should_release(before) {
+            others();
+            release_freed();
+            if let Some(after) = rss_bytes() {
+                self.released(after);
+                tracing::debug!(
+                    before_mib = before >> 20,
+                    after_mib = after >> 20,
+                    working_set_mib = self.working_set >> 20,
+                    "released freed memory"
+                );
+            }
+        }
+    }
 }
 
 /// Restarts the peak (`VmHWM`) from the current resident set, so a later [`peak_rss_bytes`]
@@ -48,6 +138,31 @@ pub fn reset_peak() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn releases_past_lowest_base_plus_working_set_plus_slack() {
+        const MIB: u64 = 1 << 20;
+        let mut policy = ReleasePolicy::new(300 * MIB, 32 * MIB);
+        // The first batch sets the working set: 60 MiB above the start.
+        assert!(!policy.should_release(360 * MIB));
+        // Leftovers up to the slack are kept; past it, released.
+        assert!(!policy.should_release(392 * MIB));
+        assert!(policy.should_release(393 * MIB));
+        // A release that leaves more behind does not raise the cap...
+        policy.released(320 * MIB);
+        assert!(!policy.should_release(370 * MIB));
+        assert!(policy.should_release(393 * MIB));
+        // ...a larger first batch after a release does (working set 80 MiB)...
+        policy.released(310 * MIB);
+        assert!(!policy.should_release(390 * MIB));
+        assert!(!policy.should_release(412 * MIB));
+        assert!(policy.should_release(413 * MIB));
+        // ...and a lower release lowers it.
+        policy.released(290 * MIB);
+        assert!(!policy.should_release(330 * MIB));
+        assert!(!policy.should_release(402 * MIB));
+        assert!(policy.should_release(403 * MIB));
+    }
 
     #[test]
     fn peak_covers_touched_memory_and_release_keeps_live_data() {

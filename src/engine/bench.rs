@@ -185,7 +185,7 @@ fn encoder_only(p: &super::Prepared, batches: Vec<Vec<PreparedDoc>>) -> Result<f
     std::thread::scope(|s| {
         for (i, &device) in p.config.devices.iter().enumerate() {
             let (rx, done_tx) = (rx.clone(), done_tx.clone());
-            s.spawn(move || device_loop(i, device, factory, Mode::EncodeOnly, rx, done_tx));
+            s.spawn(move || device_loop(i, device, factory, Mode::EncodeOnly, rx, done_tx, None));
         }
     });
     drop(done_tx);

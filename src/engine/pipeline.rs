@@ -522,11 +522,6 @@ pub fn execute_skipping(
         s.spawn(move || {
             let mut bucketer = Bucketer::new(cfg.batch, |item: &(PreparedDoc, Meta)| item.1.cost);
             let send = |batches: Vec<Vec<(PreparedDoc, Meta)>>| {
-                // A new window: the last one's batches are all queued or done, so release what
-                // they freed; the resident set then does not creep up with corpus length.
-                if !batches.is_empty() {
-                    crate::alloc::release_freed();
-                }
                 for b in batches {
                     let (r, p) = super::bucket::padding(b.iter().map(|(_, m)| m.cost));
                     real.fetch_add(r as u64, Ordering::Relaxed);
@@ -568,7 +563,9 @@ pub fn execute_skipping(
                     inner: factory,
                     first_ready,
                 };
-                if let Err(e) = device_loop(i, device, &ready, cfg.mode, batch_rx, done_tx) {
+                if let Err(e) =
+                    device_loop(i, device, &ready, cfg.mode, batch_rx, done_tx, Some(pool))
+                {
                     tracing::error!("{e}");
                     device_reports.lock().unwrap()[i].error = Some(e.to_string());
                 }

@@ -205,7 +205,9 @@ pub fn run_split(
 
 /// The loop of one device thread: create the replica, then process batches until the channel
 /// closes. A device whose replica cannot be created sends its error on `failed` and stops; the
-/// other devices take its share.
+/// other devices take its share. When the thread releases freed memory, so do the threads of
+/// `cpu_pool`: they build the documents and rows that other threads free, and mimalloc returns
+/// those pages only on the thread that owns them.
 pub fn device_loop<T: Send>(
     index: usize,
     device: Device,
@@ -213,10 +215,12 @@ pub fn device_loop<T: Send>(
     mode: Mode,
     batches: Receiver<Batch<T>>,
     done: Sender<Done<T>>,
+    cpu_pool: Option<&rayon::ThreadPool>,
 ) -> Result<()> {
     let name = device_name(device);
     let mut backend = guarded(&name, "model loading", || factory.create(device))?;
     tracing::info!(device = %name, "model replica ready");
+    let mut memory = crate::alloc::ReleasePolicy::here();
     for batch in batches {
         let start = Instant::now();
         let encoder_before = backend.encoder_seconds();
@@ -234,6 +238,13 @@ pub fn device_loop<T: Send>(
         };
         if done.send(out).is_err() {
             break; // the pipeline is shutting down
+        }
+        if let Some(memory) = &mut memory {
+            memory.after_batch(|| {
+                if let Some(pool) = cpu_pool {
+                    pool.broadcast(|_| crate::alloc::release_freed());
+                }
+            });
         }
     }
     Ok(())
