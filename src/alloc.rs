@@ -57,14 +57,16 @@ pub fn rss_bytes() -> Option<u64> {
 /// - once the resident set exceeds base + working set + slack, the memory left over by
 ///   earlier batches (freed, but not reused by later batches of other shapes) is released.
 ///
-/// The cap depends on what batches need, not on how many batch shapes a run has met, so the
-/// peak does not grow with corpus length; where leftovers pile up faster, releases simply come
-/// more often. Each release makes the next batch fault its buffers in afresh, which is why
-/// this is not done after every batch (5–10% of the wall time).
+/// The cap follows what batches need, not how many batch shapes a run has met: where leftovers
+/// pile up faster, releases come more often. (The level a release leaves still rises over long
+/// runs, and the cap with it; see the README's memory figures.) Each release makes the next
+/// batch fault its buffers in afresh, which is why this is not done after every batch (5–10%
+/// of the wall time).
 #[derive(Debug, Clone)]
 pub struct ReleasePolicy {
     /// Resident set after the last release.
     floor: u64,
+    /// Lowest resident set after a release (or at the start).
     base: u64,
     working_set: u64,
     slack: u64,
