@@ -22,9 +22,9 @@ pub fn configure() {
     }
 }
 
-/// Returns every freed page of every thread to the OS now (mimalloc's arenas are process-wide;
-/// the calling thread's own empty pages are freed too). A few milliseconds; call between
-/// stretches of work, not inside them.
+/// Returns to the OS now the calling thread's freed pages and the free memory of mimalloc's
+/// process-wide arenas; other threads' freed pages stay in their heaps until they call this
+/// too. A few milliseconds; call between stretches of work, not inside them.
 pub fn release_freed() {
     // SAFETY: mi_collect only walks mimalloc's own structures.
     unsafe { libmimalloc_sys::mi_collect(true) };
