@@ -6,7 +6,11 @@
 //! time); never purging let the resident set creep up with corpus length as buffers of ever-new
 //! shapes fragment the arenas. So purging is scheduled with a delay long enough never to fire on
 //! its own, and each device thread releases what it freed when its resident set has grown past
-//! what its batches need ([`ReleasePolicy`]).
+//! what its batches need ([`ReleasePolicy`]); the other stage threads follow
+//! ([`ReleaseFollower`]).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// mimalloc's `purge_delay` option (v3 numbering; `MIMALLOC_PURGE_DELAY` in the environment).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
@@ -28,6 +32,28 @@ pub fn configure() {
 pub fn release_freed() {
     // SAFETY: mi_collect only walks mimalloc's own structures.
     unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
+/// Releases made so far by [`ReleasePolicy::after_batch`], in the whole process.
+static RELEASES: AtomicU64 = AtomicU64::new(0);
+
+/// Lets a long-lived stage thread (reader, bucketer, writer...) follow the device threads'
+/// releases: its own freed pages are returned only when it collects itself.
+#[derive(Debug, Default)]
+pub struct ReleaseFollower {
+    seen: u64,
+}
+
+impl ReleaseFollower {
+    /// Releases this thread's freed pages if a device thread has released since the last call.
+    /// An atomic load otherwise; call once per item of the thread's loop.
+    pub fn follow(&mut self) {
+        let releases = RELEASES.load(Ordering::Relaxed);
+        if releases != self.seen {
+            self.seen = releases;
+            release_freed();
+        }
+    }
 }
 
 /// A `/proc/self/status` field in bytes, where /proc reports it.
@@ -52,22 +78,25 @@ pub fn rss_bytes() -> Option<u64> {
 /// in that thread's heap, where only a collect on the same thread releases them, so the thread
 /// that allocates the batches' tensors decides, after each batch:
 /// - the *base* is the lowest resident set seen just after a release (or at the start);
-/// - the *working set* is how far the first batch after a release raises the resident set
-///   above that release's level (the largest seen): what a batch needs with nothing left over;
-/// - once the resident set exceeds base + working set + slack, the memory left over by
-///   earlier batches (freed, but not reused by later batches of other shapes) is released.
+/// - a batch's *rise* is how far the first batch after a release raises the resident set above
+///   that release's level: what a batch needs with nothing left over. The *working set* is the
+///   median of the last [`Self::RISES`] rises;
+/// - once the resident set exceeds base + working set + slack, and has grown by more than the
+///   slack since the last release, the memory left over by earlier batches (freed, but not
+///   reused by later batches of other shapes) is released.
 ///
-/// The cap follows what batches need, not how many batch shapes a run has met: where leftovers
-/// pile up faster, releases come more often. (The level a release leaves still rises over long
-/// runs, and the cap with it; see the README's memory figures.) Each release makes the next
-/// batch fault its buffers in afresh, which is why this is not done after every batch (5–10%
-/// of the wall time).
+/// The cap follows what typical batches need, not the largest batch a run has met: a maximum
+/// would only grow with the number of batches, and with it the peak of long runs. Each release
+/// makes the next batch fault its buffers in afresh, which is why this is not done after every
+/// batch (5–10% of the wall time).
 #[derive(Debug, Clone)]
 pub struct ReleasePolicy {
     /// Resident set after the last release.
     floor: u64,
     /// Lowest resident set after a release (or at the start).
     base: u64,
+    /// The last rises, oldest first.
+    rises: VecDeque<u64>,
     working_set: u64,
     slack: u64,
     measure_next: bool,
@@ -76,12 +105,15 @@ pub struct ReleasePolicy {
 impl ReleasePolicy {
     /// Leftovers tolerated above the working set before a release.
     pub const SLACK: u64 = 32 << 20;
+    /// Rises the working set is the median of.
+    pub const RISES: usize = 31;
 
     /// A policy starting from the resident set `floor`, releasing past `slack` leftovers.
     pub fn new(floor: u64, slack: u64) -> ReleasePolicy {
         ReleasePolicy {
             floor,
             base: floor,
+            rises: VecDeque::with_capacity(Self::RISES),
             working_set: 0,
             slack,
             measure_next: true,
@@ -97,10 +129,18 @@ impl ReleasePolicy {
     /// Whether to release now, given the resident set after a batch.
     pub fn should_release(&mut self, rss: u64) -> bool {
         if self.measure_next {
-            self.working_set = self.working_set.max(rss.saturating_sub(self.floor));
+            if self.rises.len() == Self::RISES {
+                self.rises.pop_front();
+            }
+            self.rises.push_back(rss.saturating_sub(self.floor));
+            let mut sorted: Vec<u64> = self.rises.iter().copied().collect();
+            sorted.sort_unstable();
+            self.working_set = sorted[sorted.len() / 2];
             self.measure_next = false;
         }
-        rss > self.base + self.working_set + self.slack
+        // The second condition stops futile releases once the level a release leaves has
+        // itself risen near the cap (live data, or pages pinned by a few live blocks).
+        rss > self.base + self.working_set + self.slack && rss > self.floor + self.slack
     }
 
     /// Records a release that left the resident set at `rss`.
@@ -111,12 +151,13 @@ impl ReleasePolicy {
     }
 
     /// Call after each batch, on the thread that ran it: releases when the policy says so,
-    /// after `others` (which releases on other threads) has run.
+    /// after `others` (which releases on other threads) has run; [`ReleaseFollower`]s follow.
     pub fn after_batch(&mut self, others: impl FnOnce()) {
         let Some(before) = rss_bytes() else { return };
         if self.should_release(before) {
             others();
             release_freed();
+            RELEASES.fetch_add(1, Ordering::Relaxed);
             if let Some(after) = rss_bytes() {
                 self.released(after);
                 tracing::debug!(
@@ -142,7 +183,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn releases_past_lowest_base_plus_working_set_plus_slack() {
+    fn releases_past_lowest_base_plus_median_rise_plus_slack() {
         const MIB: u64 = 1 << 20;
         let mut policy = ReleasePolicy::new(300 * MIB, 32 * MIB);
         // The first batch sets the working set: 60 MiB above the start.
@@ -150,20 +191,36 @@ mod tests {
         // Leftovers up to the slack are kept; past it, released.
         assert!(!policy.should_release(392 * MIB));
         assert!(policy.should_release(393 * MIB));
-        // A release that leaves more behind does not raise the cap...
+        // A release that leaves more behind does not raise the cap (rises 60, 50)...
         policy.released(320 * MIB);
         assert!(!policy.should_release(370 * MIB));
         assert!(policy.should_release(393 * MIB));
-        // ...a larger first batch after a release does (working set 80 MiB)...
+        // ...nor does one larger batch (rises 60, 50, 80)...
         policy.released(310 * MIB);
         assert!(!policy.should_release(390 * MIB));
+        assert!(policy.should_release(393 * MIB));
+        // ...but batches that rise more most of the time do (60, 50, 80, 90: median 80)...
+        policy.released(310 * MIB);
+        assert!(!policy.should_release(400 * MIB));
         assert!(!policy.should_release(412 * MIB));
         assert!(policy.should_release(413 * MIB));
-        // ...and a lower release lowers it.
+        // ...and a lower release lowers it (40, 50, 60, 80, 90: median 60).
         policy.released(290 * MIB);
         assert!(!policy.should_release(330 * MIB));
-        assert!(!policy.should_release(402 * MIB));
-        assert!(policy.should_release(403 * MIB));
+        assert!(!policy.should_release(382 * MIB));
+        assert!(policy.should_release(383 * MIB));
+        // Only the last rises count: after enough small batches the large ones are forgotten.
+        for _ in 0..ReleasePolicy::RISES {
+            policy.released(290 * MIB);
+            assert!(!policy.should_release(300 * MIB));
+        }
+        assert!(policy.should_release(333 * MIB));
+        // A release that leaves the level near the cap is not repeated until the slack has
+        // gathered again.
+        policy.released(330 * MIB);
+        assert!(!policy.should_release(340 * MIB));
+        assert!(!policy.should_release(362 * MIB));
+        assert!(policy.should_release(363 * MIB));
     }
 
     #[test]

@@ -29,6 +29,7 @@ use super::checks::{Abort, InputChecks, Screen};
 use super::job::{BatchConfig, Compression, OutputFormat};
 use super::manifest::{self, DocCounts, Manifest, PartRecord, UnitRecord};
 use super::worker::{device_loop, Backend, BackendFactory, Batch, Done, Mode, Outcome};
+use crate::alloc::ReleaseFollower;
 use crate::corpus::parquet::{self, InputColumns, RowResult};
 use crate::corpus::Document;
 use crate::device::device_name;
@@ -371,6 +372,7 @@ pub fn execute_skipping(
         let reader_write_tx = write_tx.clone();
         let (clock, abort) = (&clock, &abort);
         s.spawn(move || {
+            let mut memory = ReleaseFollower::default();
             for (u, unit) in cfg.units.iter().enumerate() {
                 let mut rows = 0;
                 let mut error = None;
@@ -385,6 +387,7 @@ pub fn execute_skipping(
                                     rows += 1;
                                     chunk.push(row);
                                     if chunk.len() == READ_CHUNK {
+                                        memory.follow();
                                         StageClock::add(&clock.read, t);
                                         let rows = std::mem::take(&mut chunk);
                                         if read_tx.send((u, Ok(rows))).is_err() {
@@ -432,7 +435,9 @@ pub fn execute_skipping(
         s.spawn(move || {
             let paths = cfg.units.iter().map(|u| u.path.clone()).collect();
             let mut screen = Screen::new(cfg.checks, paths);
+            let mut memory = ReleaseFollower::default();
             for (unit, rows) in read_rx {
+                memory.follow();
                 let rows = match rows {
                     Ok(rows) => rows,
                     Err(e) => {
@@ -533,7 +538,9 @@ pub fn execute_skipping(
                 }
                 true
             };
+            let mut memory = ReleaseFollower::default();
             for items in prep_rx {
+                memory.follow();
                 for item in items {
                     let t = Instant::now();
                     let batches = bucketer.push(item);
@@ -578,7 +585,9 @@ pub fn execute_skipping(
         let decode_write_tx = write_tx;
         let (device_reports, batches_kept) = (&device_reports, &batches_kept);
         s.spawn(move || {
+            let mut memory = ReleaseFollower::default();
             for done in done_rx {
+                memory.follow();
                 let t = Instant::now();
                 {
                     let mut reports = device_reports.lock().unwrap();
@@ -751,7 +760,9 @@ fn write_stage(
     let mut first_error: Option<Error> = None;
     // One message's rows per unit, gathered before they join the unit's pending batches.
     let mut gathered: HashMap<usize, (DocRows, Vec<DocumentRow>)> = HashMap::new();
+    let mut memory = ReleaseFollower::default();
     for msg in rx {
+        memory.follow();
         let t = Instant::now();
         let mut touched = Vec::new();
         match msg {
