@@ -136,6 +136,18 @@ pub fn parse_devices(spec: &str) -> Result<Vec<Device>> {
     Ok(out)
 }
 
+/// The device list with the CPU entry (if any) repeated `replicas` times: one device thread
+/// and model replica each.
+pub fn with_cpu_replicas(devices: Vec<Device>, replicas: usize) -> Vec<Device> {
+    devices
+        .into_iter()
+        .flat_map(|d| match d {
+            Device::Cpu => vec![d; replicas.max(1)],
+            _ => vec![d],
+        })
+        .collect()
+}
+
 /// Checks that every CUDA device in the list exists.
 pub fn check_available(devices: &[Device]) -> Result<()> {
     let cuda: Vec<usize> = devices
@@ -183,6 +195,18 @@ mod tests {
         assert!(parse_devices("tpu").is_err());
         assert!(parse_devices("").is_err());
         assert!(parse_devices("cuda:x").is_err());
+    }
+
+    #[test]
+    fn cpu_replicas_repeat_only_the_cpu() {
+        let (cpu, gpu) = (Device::Cpu, Device::Cuda(0));
+        assert_eq!(with_cpu_replicas(vec![cpu], 2), vec![cpu, cpu]);
+        assert_eq!(
+            with_cpu_replicas(vec![gpu, cpu], 3),
+            vec![gpu, cpu, cpu, cpu]
+        );
+        assert_eq!(with_cpu_replicas(vec![gpu], 2), vec![gpu]);
+        assert_eq!(with_cpu_replicas(vec![cpu], 0), vec![cpu]);
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub struct Job {
     /// CPU threads for tokenization, decoding and CPU inference; 0 = every available core.
     #[serde(default)]
     pub threads: usize,
+    /// Model replicas on the CPU device, each with its own device thread and `threads /
+    /// cpu_replicas` intra-op threads; 0 = two when there are at least two threads.
+    #[serde(default)]
+    pub cpu_replicas: usize,
     pub input: InputConfig,
     pub output: OutputConfig,
     #[serde(default)]
@@ -272,6 +276,9 @@ pub struct JobOverrides {
     /// `threads` (0 = every core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// `cpu_replicas` (0 = two when there are at least two threads).
+    #[arg(long)]
+    pub cpu_replicas: Option<usize>,
     /// `batch.max_word_pieces`.
     #[arg(long)]
     pub max_word_pieces: Option<usize>,
@@ -390,6 +397,13 @@ impl Job {
                 return Err(format!("{name}: must be at least 1"));
             }
         }
+        if self.cpu_replicas > self.cpu_threads() {
+            return Err(format!(
+                "cpu_replicas: {} is more than the {} threads; each replica needs one",
+                self.cpu_replicas,
+                self.cpu_threads()
+            ));
+        }
         if b.lookahead < b.max_docs {
             return Err(format!(
                 "batch.lookahead: {} is smaller than batch.max_docs ({}); the look-ahead window \
@@ -441,6 +455,17 @@ impl Job {
             self.threads
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// Model replicas on the CPU device (the `cpu_replicas` field, 0 meaning two when there are
+    /// at least two threads). Two single-thread replicas on two cores beat one two-thread
+    /// replica: each fills the other's serial moments (host code, small operators) where one
+    /// replica's second thread would wait.
+    pub fn cpu_replicas(&self) -> usize {
+        match self.cpu_replicas {
+            0 => self.cpu_threads().min(2),
+            n => n,
         }
     }
 
@@ -559,6 +584,9 @@ impl JobOverrides {
         if let Some(v) = self.threads {
             job.threads = v;
         }
+        if let Some(v) = self.cpu_replicas {
+            job.cpu_replicas = v;
+        }
         let b = &mut job.batch;
         for (target, value) in [
             (&mut b.max_word_pieces, self.max_word_pieces),
@@ -641,6 +669,26 @@ mod tests {
     }
 
     #[test]
+    fn cpu_replicas_default_to_two_when_there_are_two_threads() {
+        let replicas = |head: &str| {
+            Job::parse(&format!("{head}\n{MINIMAL}"))
+                .unwrap()
+                .cpu_replicas()
+        };
+        assert_eq!(replicas("threads = 1"), 1);
+        assert_eq!(replicas("threads = 2"), 2);
+        assert_eq!(replicas("threads = 16"), 2);
+        assert_eq!(replicas("threads = 16\ncpu_replicas = 4"), 4);
+        let mut job = Job::parse(MINIMAL).unwrap();
+        JobOverrides {
+            cpu_replicas: Some(1),
+            ..Default::default()
+        }
+        .apply(&mut job);
+        assert_eq!(job.cpu_replicas(), 1);
+    }
+
+    #[test]
     fn unknown_fields_are_named() {
         let err = Job::parse(&format!("{MINIMAL}\n[batch]\nmax_tokens = 5\n")).unwrap_err();
         assert!(err.contains("max_tokens"), "{err}");
@@ -668,6 +716,8 @@ mod tests {
         let mut job = Job::parse(MINIMAL).unwrap();
         job.devices = "tpu:0".into();
         assert!(job.validate().unwrap_err().starts_with("devices"));
+        let job = Job::parse(&format!("threads = 2\ncpu_replicas = 3\n{MINIMAL}")).unwrap();
+        assert!(job.validate().unwrap_err().starts_with("cpu_replicas"));
         let err = Job::parse(&format!("{MINIMAL}\n[output2]\n")).unwrap_err();
         assert!(err.contains("output2"), "{err}");
     }

@@ -133,6 +133,8 @@ pub fn prepare_job(
     ensure_samples(&job)?;
     let devices = crate::device::parse_devices(&job.devices)?;
     crate::device::check_available(&devices)?;
+    let replicas = job.cpu_replicas();
+    let devices = crate::device::with_cpu_replicas(devices, replicas);
     let model_dir = job.model_dir();
     if !model_dir.join(crate::model::folder::CONFIG_FILE).is_file() {
         return Err(Error::Config(format!(
@@ -148,7 +150,7 @@ pub fn prepare_job(
         dir: model_dir,
         thresholds,
         precision: job.model.precision,
-        threads,
+        threads: (threads / replicas).max(1),
     };
     let plan = Plan::for_job(&job, path)?;
     let config = PipelineConfig {

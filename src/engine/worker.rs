@@ -44,7 +44,7 @@ pub struct ModelFactory {
     pub dir: PathBuf,
     pub thresholds: Thresholds,
     pub precision: Precision,
-    /// Intra-op threads of CPU replicas.
+    /// Intra-op threads of each CPU replica.
     pub threads: usize,
 }
 
