@@ -21,7 +21,7 @@ use crate::model::mention::MentionLocalization;
 use crate::model::pool::RangeMax;
 use crate::model::prediction::{DocPrediction, PredEntity, PredMention, PredRelation};
 use crate::model::relation::{
-    MentionPairs, MentionPlace, RelationClassifier, RelationInput, RelationOutput,
+    MentionPairs, MentionPlace, RelationClassifier, RelationInput, RelationOutput, RelationPass,
 };
 use crate::train::sample::DocSample;
 
@@ -441,7 +441,9 @@ impl JerexModel {
                 entity_pairs: &group.pairs,
                 mention_pairs: &mention_pairs,
             },
-            false,
+            RelationPass::Infer {
+                threshold: scope.threshold,
+            },
             self.chunk_rows(),
         );
         let probs = host_f32(&logits.sigmoid())?;
@@ -728,7 +730,7 @@ impl JerexModel {
                     entity_pairs: &entity_pairs,
                     mention_pairs: &mention_pairs,
                 },
-                true,
+                RelationPass::Train,
                 self.chunk_rows(),
             );
             let targets = Tensor::from_slice(&rel_labels)

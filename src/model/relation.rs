@@ -144,8 +144,25 @@ pub struct RelationInput<'a> {
     pub mention_pairs: &'a MentionPairs,
 }
 
+/// How the relation heads run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RelationPass {
+    /// With dropout; no evidence.
+    Train,
+    /// Evidence is counted only for the entity pairs with some relation probability at or
+    /// above `threshold`: only their relations are output.
+    Infer { threshold: f32 },
+}
+
+impl RelationPass {
+    fn train(self) -> bool {
+        self == RelationPass::Train
+    }
+}
+
 /// Logits `[R, relation types]`, and for MRC at inference, per mention pair, how many hidden
-/// dimensions it wins in its entity pair's max-pool (for evidence).
+/// dimensions it wins in its entity pair's max-pool (for evidence; 0 in the entity pairs the
+/// pass's threshold leaves without relations).
 pub struct RelationOutput {
     pub logits: Tensor,
     pub wins: Option<Tensor>,
@@ -179,11 +196,16 @@ impl RelationClassifier {
         }
     }
 
-    pub fn forward(&self, input: &RelationInput, train: bool, chunk_rows: i64) -> RelationOutput {
+    pub fn forward(
+        &self,
+        input: &RelationInput,
+        pass: RelationPass,
+        chunk_rows: i64,
+    ) -> RelationOutput {
         match self {
-            RelationClassifier::Mrc(m) => m.forward(input, train, chunk_rows),
+            RelationClassifier::Mrc(m) => m.forward(input, pass, chunk_rows),
             RelationClassifier::Grc(g) => RelationOutput {
-                logits: g.forward(input, train),
+                logits: g.forward(input, pass.train()),
                 wins: None,
             },
         }
@@ -314,16 +336,24 @@ impl Mrc {
         }
     }
 
-    fn forward(&self, input: &RelationInput, train: bool, chunk_rows: i64) -> RelationOutput {
+    fn forward(
+        &self,
+        input: &RelationInput,
+        pass: RelationPass,
+        chunk_rows: i64,
+    ) -> RelationOutput {
         let tables = self.tables(input);
-        if train {
-            let (pooled, _) = self.pool_pairs(input, &tables, train, chunk_rows);
-            let hid = pooled.matmul(&self.w_pooled()) + self.type_terms(input);
-            return RelationOutput {
-                logits: self.classify(hid, train),
-                wins: None,
-            };
-        }
+        let threshold = match pass {
+            RelationPass::Train => {
+                let (pooled, _) = self.pool_pairs(input, &tables, true, chunk_rows);
+                let hid = pooled.matmul(&self.w_pooled()) + self.type_terms(input);
+                return RelationOutput {
+                    logits: self.classify(hid, true),
+                    wins: None,
+                };
+            }
+            RelationPass::Infer { threshold } => threshold,
+        };
         // At inference an entity pair with a single mention pair (most of them: most entities
         // have one mention) pools nothing: `rel_linear` is folded into the tables (its pooled
         // block by linearity, its type rows as two more blocks), and each chunk of pair rows
@@ -368,10 +398,13 @@ impl Mrc {
                     (Kind::Int64, device),
                 ));
             } else {
-                let (pooled, wins) = self.pool_pairs(&sub, &tables, false, chunk_rows);
+                let (pooled, kept) = self.pool_pairs(&sub, &tables, false, chunk_rows);
                 let hid = pooled.matmul(&self.w_pooled()) + self.type_terms(&sub);
-                logit_parts.push(self.classify(hid, false));
-                win_parts.extend(wins);
+                let logits = self.classify(hid, false);
+                // Sigmoid as the caller thresholds it, so the same entity pairs pass.
+                let needed = logits.amax(1, false).sigmoid().ge(f64::from(threshold));
+                win_parts.push(kept.wins(&pooled, Some(&needed)));
+                logit_parts.push(logits);
             }
             rows.extend(part.iter().map(|&r| r as i64));
             pair_rows.extend(
@@ -509,14 +542,15 @@ impl Mrc {
     }
 
     /// `[R, H]`: per entity pair, the max over its mention pairs of the (dropped-out) pair
-    /// representations built from `tables`; at inference also each mention pair's max-pool wins.
+    /// representations built from `tables`; at inference also the pair representations, to
+    /// count their evidence wins.
     fn pool_pairs(
         &self,
         input: &RelationInput,
         tables: &PairTables,
         train: bool,
         chunk_rows: i64,
-    ) -> (Tensor, Option<Tensor>) {
+    ) -> (Tensor, KeptPairs) {
         let pairs = input.mention_pairs;
         let device = input.mention_reprs.device();
         let mut entity_pair = Vec::with_capacity(pairs.len());
@@ -542,17 +576,13 @@ impl Mrc {
                 kept.push((start, len, u));
             }
         });
-        let wins = (!train).then(|| {
-            let counts: Vec<Tensor> = kept
-                .iter()
-                .map(|(start, len, u)| {
-                    u.eq_tensor(&pooled.index_select(0, &entity_pair.narrow(0, *start, *len)))
-                        .sum_dim_intlist(1, false, Kind::Int64)
-                })
-                .collect();
-            cat_rows(&counts, &[0], Kind::Int64, device)
-        });
-        (pooled, wins)
+        (
+            pooled,
+            KeptPairs {
+                entity_pair,
+                chunks: kept,
+            },
+        )
     }
 
     /// The unsplit `pair_linear` over the concatenation `[ctx; m_h; m_t; e_h; e_t; tok; sent]`
@@ -606,6 +636,44 @@ impl Mrc {
         let y = Tensor::cat(&[pooled, &type_emb(&ep_head), &type_emb(&ep_tail)], 1);
         self.rel_classifier
             .forward(&self.rel_linear.forward(&y).relu())
+    }
+}
+
+/// The pair representations of [`Mrc::pool_pairs`] at inference, chunk by chunk (`start`,
+/// `len`, `[len, H]`), with each mention pair's entity pair.
+struct KeptPairs {
+    entity_pair: Tensor,
+    chunks: Vec<(i64, i64, Tensor)>,
+}
+
+impl KeptPairs {
+    /// `[P]`: how many dimensions of its entity pair's max-pool (`pooled`, `[R, H]`) each
+    /// mention pair attains. Only in the entity pairs where `needed` (`[R]`, bool) is true
+    /// when given, 0 elsewhere: evidence matters only where a relation is output.
+    fn wins(&self, pooled: &Tensor, needed: Option<&Tensor>) -> Tensor {
+        let device = pooled.device();
+        let count = |u: &Tensor, group: &Tensor| {
+            u.eq_tensor(&pooled.index_select(0, group))
+                .sum_dim_intlist(1, false, Kind::Int64)
+        };
+        let counts: Vec<Tensor> = self
+            .chunks
+            .iter()
+            .map(|(start, len, u)| {
+                let group = self.entity_pair.narrow(0, *start, *len);
+                let Some(needed) = needed else {
+                    return count(u, &group);
+                };
+                let rows = needed.index_select(0, &group).nonzero().squeeze_dim(1);
+                let counts = Tensor::zeros([*len], (Kind::Int64, device));
+                if rows.size()[0] == 0 {
+                    return counts;
+                }
+                let picked = count(&u.index_select(0, &rows), &group.index_select(0, &rows));
+                counts.index_copy(0, &rows, &picked)
+            })
+            .collect();
+        cat_rows(&counts, &[0], Kind::Int64, device)
     }
 }
 
@@ -901,13 +969,13 @@ mod tests {
             f.entity_pairs.len() as i64,
         );
         for chunk in [1, 2, 5, 1000] {
-            let (pooled, wins) = mrc.pool_pairs(&input, &mrc.tables(&input), false, chunk);
+            let (pooled, kept) = mrc.pool_pairs(&input, &mrc.tables(&input), false, chunk);
             assert!(
                 pooled.allclose(&expected, 1e-5, 1e-5, false),
                 "chunk {chunk}"
             );
             // Every hidden dimension is won by some mention pair of its entity pair.
-            let wins = Vec::<i64>::try_from(wins.unwrap()).unwrap();
+            let wins = Vec::<i64>::try_from(kept.wins(&pooled, None)).unwrap();
             for w in f.pairs.offsets.windows(2) {
                 assert!(wins[w[0]..w[1]].iter().sum::<i64>() >= 16);
             }
@@ -915,8 +983,9 @@ mod tests {
         // Inference folds single-pair entity pairs; training does not: both equal the
         // concatenation, and every dimension of a single pair is its own win.
         let concat = mrc.classify_concat(&expected, &input);
+        let every = RelationPass::Infer { threshold: 0.0 };
         for chunk in [1, 3, 1000] {
-            let out = mrc.forward(&input, false, chunk);
+            let out = mrc.forward(&input, every, chunk);
             assert_eq!(out.logits.size(), [8, 5]);
             assert!(
                 out.logits.allclose(&concat, 1e-5, 1e-5, false),
@@ -927,25 +996,48 @@ mod tests {
             for w in f.pairs.offsets.windows(2) {
                 assert!(wins[w[0]..w[1]].iter().sum::<i64>() >= 16);
             }
-            let trained = mrc.forward(&input, true, chunk);
+            let trained = mrc.forward(&input, RelationPass::Train, chunk);
             assert!(trained.wins.is_none());
         }
+        // With a threshold, only entity pairs with a relation at or above it count wins (a
+        // single pair's are known without counting); the counts there are unchanged.
+        let all_wins = Vec::<i64>::try_from(mrc.forward(&input, every, 3).wins.unwrap()).unwrap();
+        let best = Vec::<f32>::try_from(concat.sigmoid().amax(1, false)).unwrap();
+        let mut sorted = best.clone();
+        sorted.sort_by(f32::total_cmp);
+        let threshold = sorted[best.len() / 2];
+        let out = mrc.forward(&input, RelationPass::Infer { threshold }, 3);
+        let wins = Vec::<i64>::try_from(out.wins.unwrap()).unwrap();
+        let mut skipped = 0;
+        for (r, w) in f.pairs.offsets.windows(2).enumerate() {
+            let range = w[0]..w[1];
+            if best[r] >= threshold || range.len() == 1 {
+                assert_eq!(wins[range.clone()], all_wins[range], "entity pair {r}");
+            } else {
+                assert!(wins[range].iter().all(|&n| n == 0), "entity pair {r}");
+                skipped += 1;
+            }
+        }
+        assert!(
+            skipped > 0,
+            "the threshold {threshold} skipped no entity pair"
+        );
         // Frozen, the folding products are computed once: the same logits.
-        let unfrozen = mrc.forward(&input, false, 3).logits;
+        let unfrozen = mrc.forward(&input, every, 3).logits;
         let mut frozen = RelationClassifier::Mrc(mrc);
         frozen.freeze();
         let RelationClassifier::Mrc(mrc) = frozen else {
             unreachable!()
         };
         assert!(mrc.frozen.is_some());
-        let out = mrc.forward(&input, false, 3).logits;
+        let out = mrc.forward(&input, every, 3).logits;
         assert!(out.allclose(&unfrozen, 1e-6, 1e-6, false));
         assert!(out.allclose(&concat, 1e-5, 1e-5, false));
         let no_dropout = Mrc {
             dropout: 0.0,
             ..mrc
         };
-        let trained = no_dropout.forward(&input, true, 2).logits;
+        let trained = no_dropout.forward(&input, RelationPass::Train, 2).logits;
         assert!(trained.allclose(&concat, 1e-5, 1e-5, false));
     }
 
@@ -960,7 +1052,9 @@ mod tests {
         let grc = RelationClassifier::new(&vs.root(), 16, &heads, 3, 5);
         let f = fixture(16);
         let input = input(&f);
-        let split = grc.forward(&input, false, 7).logits;
+        let split = grc
+            .forward(&input, RelationPass::Infer { threshold: 0.5 }, 7)
+            .logits;
         let RelationClassifier::Grc(g) = &grc else {
             panic!("GRC expected")
         };
