@@ -3,7 +3,9 @@
 //!
 //! The encoder-only figure is the ceiling the pipeline is judged against: the same documents in
 //! the same batches on the same devices, with reading, tokenization, heads, decoding and writing
-//! removed. Model loading is excluded from both.
+//! removed. Model loading is excluded from both. Each encoder-only pass runs between two
+//! pipeline runs and is compared with their mean: the shared machine's speed drifts over
+//! minutes (whole runs 10% apart), and bracketing cancels a steady drift.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -27,8 +29,9 @@ pub struct BenchArgs {
     /// (default: ../shared/data/redocred/dev_revised.json).
     #[arg(long)]
     pub docred: Option<PathBuf>,
-    /// Runs of the pipeline, each followed by its encoder-only pass; figures are medians (the
-    /// ratio is the median of each run's own ratio, so noise that spans a run cancels).
+    /// Encoder-only passes, each between two pipeline runs (so N + 1 pipeline runs); figures
+    /// are medians, the ratio the median of each pass's ratio to the mean of its two runs.
+    /// Without encoder-only passes, N pipeline runs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
     /// The DocRED corpus repeated N times under new ids (written once as
@@ -60,8 +63,13 @@ pub struct BenchResult {
     pub encoder_only_docs_per_s: Option<f64>,
     /// docs_per_s / encoder_only_docs_per_s.
     pub end_to_end_vs_encoder: Option<f64>,
-    /// Each run's ratio, in order (one per `--repeat`).
+    /// Each encoder-only pass's ratio to the pipeline runs either side of it, in order (one
+    /// per `--repeat`).
     pub end_to_end_vs_encoder_runs: Vec<f64>,
+    /// Every pipeline run's and encoder-only pass's seconds, in the order they ran
+    /// (alternating, pipeline first).
+    pub pipeline_seconds_runs: Vec<f64>,
+    pub encoder_only_seconds_runs: Vec<f64>,
     /// Real / padded word pieces over all batches.
     pub padding_efficiency: f64,
     pub batches: usize,
@@ -109,31 +117,41 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
     crate::alloc::reset_peak();
     let mut p = prepare_job(&args.job, &overrides, super::Shard::ALL, false)?;
     p.config.keep_batches = !args.no_encoder_pass;
-    let mut runs = Vec::new();
+    let passes = args.repeat as usize;
+    let pipeline_runs = if args.no_encoder_pass {
+        passes
+    } else {
+        passes + 1
+    };
+    let (mut runs, mut encoder) = (Vec::new(), Vec::new());
     // Peak memory of the first pipeline run alone: later runs and the encoder-only passes only
     // add to the process's high-water mark.
     let mut peak = 0;
-    for _ in 0..args.repeat {
+    for i in 0..pipeline_runs {
         let mut report = execute(&p.config, &p.model, &p.factory)?;
         if peak == 0 {
             peak = crate::alloc::peak_rss_bytes().unwrap_or(0);
         }
-        let encoder_seconds = if args.no_encoder_pass {
-            None
-        } else {
-            Some(encoder_only(&p, std::mem::take(&mut report.batches_kept))?)
-        };
-        runs.push((report, encoder_seconds));
+        if !args.no_encoder_pass && i < passes {
+            encoder.push(encoder_only(
+                &p,
+                std::mem::take(&mut report.batches_kept),
+            )?);
+        }
+        report.batches_kept.clear();
+        runs.push(report);
     }
     // Same documents both ways, so the speed ratio is a ratio of seconds.
-    let ratios: Vec<f64> = runs
+    let ratios: Vec<f64> = encoder
         .iter()
-        .filter_map(|(r, enc)| enc.map(|e| e / r.seconds.max(1e-9)))
+        .enumerate()
+        .map(|(i, e)| e / ((runs[i].seconds + runs[i + 1].seconds) / 2.0).max(1e-9))
         .collect();
-    let encoder_seconds = runs[0].1.map(|_| median(runs.iter().filter_map(|r| r.1)));
+    let encoder_seconds = (!encoder.is_empty()).then(|| median(encoder.iter().copied()));
+    let pipeline_seconds: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
     // The run whose end-to-end speed is the median supplies the per-run details.
-    runs.sort_by(|a, b| a.0.seconds.total_cmp(&b.0.seconds));
-    let (report, _) = runs.swap_remove(runs.len() / 2);
+    runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let report = runs.swap_remove(runs.len() / 2);
     let docs_per_s = report.documents as f64 / report.seconds.max(1e-9);
     let encoder_docs_per_s = encoder_seconds.map(|e| report.documents as f64 / e.max(1e-9));
     let result = BenchResult {
@@ -147,6 +165,8 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
         encoder_only_docs_per_s: encoder_docs_per_s,
         end_to_end_vs_encoder: encoder_seconds.map(|_| median(ratios.iter().copied())),
         end_to_end_vs_encoder_runs: ratios,
+        pipeline_seconds_runs: pipeline_seconds,
+        encoder_only_seconds_runs: encoder,
         padding_efficiency: report.word_pieces as f64 / report.padded_word_pieces.max(1) as f64,
         batches: report.batches,
         peak_rss_bytes: peak,

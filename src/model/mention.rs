@@ -75,8 +75,15 @@ impl MentionLocalization {
             )
         };
         let (pos, rest) = (part(&pos), part(&rest));
+        // One more column: the other units' first layer weighted by their output weights.
+        let (w_rest, sizes_rest, out_rest) = &rest;
+        let bound = (
+            Tensor::cat(&[&pos.0, &w_rest.mv(out_rest).unsqueeze(1)], 1),
+            Tensor::cat(&[&pos.1, &sizes_rest.mv(out_rest).unsqueeze(1)], 1),
+            pos.2,
+        );
         MentionScreen {
-            pos,
+            bound,
             rest,
             bias: self.mention_classifier.bias.shallow_clone(),
         }
@@ -93,14 +100,18 @@ impl MentionLocalization {
 }
 
 /// Inference-only scoring that skips most of the work for spans that cannot reach the
-/// threshold. The output layer sums `w_j relu(z_j)`; the units with `w_j ≤ 0` only lower the
-/// logit, so the units with `w_j > 0` alone give an upper bound. Only spans whose bound reaches
-/// the threshold pay for the other units. With the default model 61% of the units are positive
-/// and 12% of the candidate spans pass at 0.85, which saves a third of the first layer.
+/// threshold. The output layer sums `w_j relu(z_j)`. A unit with `w_j ≤ 0` adds at most
+/// `min(0, w_j z_j)` (as `relu(z) ≥ 0` and `relu(z) ≥ z`), so together those units add at most
+/// `min(0, Σ w_j z_j)`, and that sum is linear in the span: one more column of the first layer.
+/// The units with `w_j > 0` plus that column bound the logit from above; only spans whose bound
+/// reaches the threshold pay for the other units one by one. With the default model 61% of the
+/// units are positive; at 0.85 the bound leaves 1.75% of the candidate spans open (12.5% without
+/// the column), for 1.68% that pass.
 pub struct MentionScreen {
-    /// Per unit group: first-layer weights `[H, units]`, size terms `[sizes, units]`, output
-    /// weights `[units]`; positive output weights first, then the rest.
-    pos: (Tensor, Tensor, Tensor),
+    /// First-layer weights `[H, P + 1]` and size terms `[sizes, P + 1]` of the `P` units with
+    /// positive output weights, then the column of the others; output weights `[P]`.
+    bound: (Tensor, Tensor, Tensor),
+    /// The same for the units with output weights `≤ 0`, without the extra column.
     rest: (Tensor, Tensor, Tensor),
     bias: Tensor,
 }
@@ -114,25 +125,38 @@ impl MentionScreen {
     /// with probability ≥ `threshold` matter: exact (up to summation order) for every span that
     /// can reach it; the others get an upper bound on their logit that cannot.
     pub fn logits(&self, reprs: &Tensor, size: i64, threshold: f32) -> Tensor {
-        let part = |(w, sizes, out): &(Tensor, Tensor, Tensor), reprs: &Tensor| {
+        let (mut logits, bound) = self.bound(reprs, size);
+        let rest = |reprs: &Tensor| {
+            let (w, sizes, out) = &self.rest;
             let mut hid = sizes.get(size).addmm(reprs, w);
             let _ = hid.relu_();
             hid.mv(out)
         };
-        let mut logits = part(&self.pos, reprs) + &self.bias;
         let t = f64::from(threshold);
         // Near 0 and 1 the probability saturates in f32; score everything exactly there.
         if t > 1e-6 && t < 0.999 {
             let min_logit = (t / (1.0 - t)).ln() - Self::MARGIN;
-            let open = logits.ge(min_logit).nonzero().squeeze_dim(1);
+            let can_pass = bound.ge(min_logit);
+            let open = can_pass.nonzero().squeeze_dim(1);
             if open.size()[0] > 0 {
-                let rest = part(&self.rest, &reprs.index_select(0, &open));
-                let _ = logits.index_add_(0, &open, &rest);
+                let _ = logits.index_add_(0, &open, &rest(&reprs.index_select(0, &open)));
             }
+            logits.where_self(&can_pass, &bound)
         } else {
-            logits += part(&self.rest, reprs);
+            logits + rest(reprs)
         }
-        logits
+    }
+
+    /// `(positive part + bias, upper bound)`, both `[N]`: the logit without the units whose
+    /// output weight is `≤ 0`, and the bound that adds those units' linear column.
+    fn bound(&self, reprs: &Tensor, size: i64) -> (Tensor, Tensor) {
+        let (w, sizes, out) = &self.bound;
+        let p = out.size()[0];
+        let z = sizes.get(size).addmm(reprs, w);
+        let _ = z.narrow(1, 0, p).relu_();
+        let positive = z.narrow(1, 0, p).mv(out) + &self.bias;
+        let bound = &positive + z.select(1, p).clamp_max(0.0);
+        (positive, bound)
     }
 }
 
@@ -187,10 +211,14 @@ mod tests {
         let probs = Vec::<f32>::try_from(exact.sigmoid()).unwrap();
         let mut sorted = probs.clone();
         sorted.sort_by(f32::total_cmp);
-        // The bound from the positive units alone; at its median half the spans are screened.
-        let (w, sizes, out) = &screen.pos;
-        let bound = (sizes.get(size).addmm(&reprs, w).relu().mv(out) + &screen.bias).sigmoid();
-        let mut bounds = Vec::<f32>::try_from(bound).unwrap();
+        // The bound lies between the exact logit and the positive units alone, and the
+        // column of the others makes it strictly tighter for some spans.
+        let (positive, bound) = screen.bound(&reprs, size);
+        assert!(bound.ge_tensor(&(&exact - 1e-4)).all().int64_value(&[]) == 1);
+        assert!(bound.le_tensor(&positive).all().int64_value(&[]) == 1);
+        assert!(bound.lt_tensor(&(&positive - 0.1)).any().int64_value(&[]) == 1);
+        // At the bound's median half the spans are screened.
+        let mut bounds = Vec::<f32>::try_from(bound.sigmoid()).unwrap();
         bounds.sort_by(f32::total_cmp);
         let median_bound = bounds[200];
         // Thresholds that keep about 90% and 50% of the spans, the median bound, and the
