@@ -133,10 +133,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
             peak = crate::alloc::peak_rss_bytes().unwrap_or(0);
         }
         if !args.no_encoder_pass && i < passes {
-            encoder.push(encoder_only(
-                &p,
-                std::mem::take(&mut report.batches_kept),
-            )?);
+            encoder.push(encoder_only(&p, std::mem::take(&mut report.batches_kept))?);
         }
         report.batches_kept.clear();
         runs.push(report);
