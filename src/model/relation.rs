@@ -403,7 +403,7 @@ impl Mrc {
                 let logits = self.classify(hid, false);
                 // Sigmoid as the caller thresholds it, so the same entity pairs pass.
                 let needed = logits.amax(1, false).sigmoid().ge(f64::from(threshold));
-                win_parts.push(kept.wins(&pooled, Some(&needed)));
+                win_parts.push(kept.wins(&pooled, &needed));
                 logit_parts.push(logits);
             }
             rows.extend(part.iter().map(|&r| r as i64));
@@ -648,28 +648,24 @@ struct KeptPairs {
 
 impl KeptPairs {
     /// `[P]`: how many dimensions of its entity pair's max-pool (`pooled`, `[R, H]`) each
-    /// mention pair attains. Only in the entity pairs where `needed` (`[R]`, bool) is true
-    /// when given, 0 elsewhere: evidence matters only where a relation is output.
-    fn wins(&self, pooled: &Tensor, needed: Option<&Tensor>) -> Tensor {
+    /// mention pair attains. Only in the entity pairs where `needed` (`[R]`, bool) is true, 0
+    /// elsewhere: evidence matters only where a relation is output.
+    fn wins(&self, pooled: &Tensor, needed: &Tensor) -> Tensor {
         let device = pooled.device();
-        let count = |u: &Tensor, group: &Tensor| {
-            u.eq_tensor(&pooled.index_select(0, group))
-                .sum_dim_intlist(1, false, Kind::Int64)
-        };
         let counts: Vec<Tensor> = self
             .chunks
             .iter()
             .map(|(start, len, u)| {
                 let group = self.entity_pair.narrow(0, *start, *len);
-                let Some(needed) = needed else {
-                    return count(u, &group);
-                };
                 let rows = needed.index_select(0, &group).nonzero().squeeze_dim(1);
                 let counts = Tensor::zeros([*len], (Kind::Int64, device));
                 if rows.size()[0] == 0 {
                     return counts;
                 }
-                let picked = count(&u.index_select(0, &rows), &group.index_select(0, &rows));
+                let picked = u
+                    .index_select(0, &rows)
+                    .eq_tensor(&pooled.index_select(0, &group.index_select(0, &rows)))
+                    .sum_dim_intlist(1, false, Kind::Int64);
                 counts.index_copy(0, &rows, &picked)
             })
             .collect();
@@ -975,7 +971,8 @@ mod tests {
                 "chunk {chunk}"
             );
             // Every hidden dimension is won by some mention pair of its entity pair.
-            let wins = Vec::<i64>::try_from(kept.wins(&pooled, None)).unwrap();
+            let every = Tensor::ones([f.entity_pairs.len() as i64], (Kind::Bool, Device::Cpu));
+            let wins = Vec::<i64>::try_from(kept.wins(&pooled, &every)).unwrap();
             for w in f.pairs.offsets.windows(2) {
                 assert!(wins[w[0]..w[1]].iter().sum::<i64>() >= 16);
             }
