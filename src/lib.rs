@@ -15,6 +15,7 @@ pub mod layers;
 pub mod model;
 pub mod output;
 pub mod paths;
+pub mod reference;
 pub mod schema;
 pub mod tokenize;
 pub mod train;

@@ -61,6 +61,9 @@ enum Command {
     Eval(jerex::eval::EvalArgs),
     /// Grid-search the decision thresholds on a labelled file; writes them into config.json.
     Tune(jerex::eval::tune::TuneArgs),
+    /// Convert a checkpoint of the reference implementation (lavis-nlp/jerex) into a model
+    /// folder; nothing in the checkpoint is executed.
+    ImportReference(jerex::reference::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -122,6 +125,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Train(args) => done(jerex::train::run(&args)),
         Command::Eval(args) => done(jerex::eval::run(&args)),
         Command::Tune(args) => done(jerex::eval::tune::run(&args)),
+        Command::ImportReference(args) => done(jerex::reference::import::run(&args)),
     }
 }
 

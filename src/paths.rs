@@ -34,9 +34,14 @@ pub fn default_encoder_dir() -> Option<PathBuf> {
         .find(|p| p.join("model.safetensors").is_file())
 }
 
-/// `../shared/data` next to the repository: the data sets tests and training read.
+/// `../shared` next to the repository: the data sets and fixtures tests and training read.
+pub fn shared_dir() -> PathBuf {
+    repo_root().join("../shared")
+}
+
+/// `../shared/data`.
 pub fn shared_data_dir() -> PathBuf {
-    repo_root().join("../shared/data")
+    shared_dir().join("data")
 }
 
 /// True when running under CI (`CI=true`), where missing shared data must fail loudly.
@@ -48,12 +53,20 @@ pub fn under_ci() -> bool {
 /// missing this panics under CI (a silent skip there would hide a broken set-up) and otherwise
 /// prints why and returns `None` so the caller can skip.
 pub fn require_shared(rel: &str) -> Option<PathBuf> {
-    let path = shared_data_dir().join(rel);
+    require(shared_data_dir().join(rel))
+}
+
+/// Like [`require_shared`] for `../shared/fixtures/REL`.
+pub fn require_fixture(rel: &str) -> Option<PathBuf> {
+    require(shared_dir().join("fixtures").join(rel))
+}
+
+fn require(path: PathBuf) -> Option<PathBuf> {
     if path.exists() {
         return Some(path);
     }
     if under_ci() {
-        panic!("{} is missing: CI must have ../shared/data", path.display());
+        panic!("{} is missing: CI must have ../shared", path.display());
     }
     eprintln!("skipping: {} not found", path.display());
     None

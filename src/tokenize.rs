@@ -32,6 +32,41 @@ pub struct WordPieceTokenizer {
     unk: u32,
 }
 
+/// Word pieces back to text, as HuggingFace's slow `BertTokenizer.decode` (transformers 4.x)
+/// gives it: the reference implementation compares these strings in coreference.
+#[derive(Debug, Clone)]
+pub struct PieceDecoder {
+    tokens: Vec<String>,
+}
+
+impl PieceDecoder {
+    /// Pieces joined by spaces, `" ##"` removed, then the slow tokenizer's English clean-up of
+    /// spaces before punctuation and contractions. (The `tokenizers` crate's WordPiece decoder
+    /// also turns " do not" into " don't", which the slow tokenizer does not.)
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let pieces: Vec<&str> = ids
+            .iter()
+            .map(|&id| self.tokens.get(id as usize).map_or("[UNK]", String::as_str))
+            .collect();
+        let mut text = pieces.join(" ").replace(" ##", "").trim().to_string();
+        for (from, to) in [
+            (" .", "."),
+            (" ?", "?"),
+            (" !", "!"),
+            (" ,", ","),
+            (" ' ", "'"),
+            (" n't", "n't"),
+            (" 'm", "'m"),
+            (" 's", "'s"),
+            (" 've", "'ve"),
+            (" 're", "'re"),
+        ] {
+            text = text.replace(from, to);
+        }
+        text.trim().to_string()
+    }
+}
+
 /// A document as word pieces.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TokenizedDoc {
@@ -80,6 +115,62 @@ impl WordPieceTokenizer {
 
     pub fn unk_id(&self) -> u32 {
         self.unk
+    }
+
+    /// A BERT WordPiece tokenizer from a `vocab.txt` (one piece per line, ids in line order),
+    /// as HuggingFace's `BertTokenizer` reads it: text cleaned, CJK characters split,
+    /// lowercased and accents stripped when `lowercase`, words split at whitespace and
+    /// punctuation, words over 100 characters `[UNK]`, the special tokens never split.
+    pub fn from_vocab(vocab: &Path, lowercase: bool) -> Result<Tokenizer> {
+        use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+        use tokenizers::models::wordpiece::WordPiece;
+        use tokenizers::normalizers::bert::BertNormalizer;
+        use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+        use tokenizers::processors::bert::BertProcessing;
+        use tokenizers::AddedToken;
+
+        let err = |m: String| Error::Tokenizer(format!("{}: {m}", vocab.display()));
+        let model = WordPiece::from_file(&vocab.to_string_lossy())
+            .unk_token("[UNK]".into())
+            .continuing_subword_prefix("##".into())
+            .max_input_chars_per_word(100)
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        let mut tokenizer = Tokenizer::new(model);
+        let id = |t: &Tokenizer, token: &str| {
+            t.token_to_id(token)
+                .ok_or_else(|| err(format!("the vocabulary has no {token} token")))
+        };
+        let (cls, sep) = (id(&tokenizer, "[CLS]")?, id(&tokenizer, "[SEP]")?);
+        for token in ["[PAD]", "[UNK]", "[MASK]"] {
+            id(&tokenizer, token)?;
+        }
+        tokenizer
+            .with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)))
+            .with_pre_tokenizer(Some(BertPreTokenizer))
+            .with_post_processor(Some(BertProcessing::new(
+                ("[SEP]".into(), sep),
+                ("[CLS]".into(), cls),
+            )))
+            .with_decoder(Some(WordPieceDecoder::new("##".into(), true)));
+        let specials: Vec<AddedToken> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+            .into_iter()
+            .map(|t| AddedToken::from(t, true))
+            .collect();
+        tokenizer.add_special_tokens(&specials);
+        Ok(tokenizer)
+    }
+
+    /// The id → piece table for [`PieceDecoder::decode`].
+    pub fn piece_decoder(&self) -> PieceDecoder {
+        let vocab = self.inner.get_vocab(true);
+        let mut tokens = vec!["[UNK]".to_string(); vocab.len()];
+        for (token, id) in vocab {
+            if let Some(slot) = tokens.get_mut(id as usize) {
+                *slot = token;
+            }
+        }
+        PieceDecoder { tokens }
     }
 
     /// Vocabulary size including added tokens.
@@ -265,6 +356,42 @@ mod tests {
             pieces > words && pieces < 2 * words,
             "{pieces} pieces, {words} words"
         );
+    }
+
+    #[test]
+    fn vocab_tokenizer_matches_the_shipped_one_and_decodes_like_the_slow_tokenizer() {
+        let Some(shipped) = tokenizer() else { return };
+        let tmp = tempfile::tempdir().unwrap();
+        let vocab = tmp.path().join("vocab.txt");
+        let mut pieces: Vec<(String, u32)> = shipped.inner.get_vocab(false).into_iter().collect();
+        pieces.sort_by_key(|p| p.1);
+        let lines: Vec<String> = pieces.into_iter().map(|p| p.0).collect();
+        std::fs::write(&vocab, lines.join("\n") + "\n").unwrap();
+        let built = WordPieceTokenizer::from_vocab(&vocab, true).unwrap();
+        let json = tmp.path().join("tokenizer.json");
+        built.save(&json, false).unwrap();
+        let built = WordPieceTokenizer::from_file(&json).unwrap();
+        assert_eq!(built.vocab_size(), shipped.vocab_size());
+        let doc = doc_of(&[
+            "Tokenization",
+            "of",
+            "U.S.",
+            "naïve",
+            "Zürich",
+            "[CLS]",
+            "can't",
+        ]);
+        assert_eq!(built.tokenize(&doc), shipped.tokenize(&doc));
+
+        let ids = |text: &str| -> Vec<u32> {
+            built.inner.encode(text, false).unwrap().get_ids().to_vec()
+        };
+        let decoder = built.piece_decoder();
+        assert_eq!(decoder.decode(&ids("U.S.")), "u. s.");
+        assert_eq!(decoder.decode(&ids("Tokenization ,")), "tokenization,");
+        assert_eq!(decoder.decode(&ids("I do not")), "i do not");
+        assert_eq!(decoder.decode(&ids("it 's")), "it's");
+        assert_eq!(decoder.decode(&[shipped.unk_id()]), "[UNK]");
     }
 
     #[test]

@@ -19,6 +19,7 @@ const TINY_VOCAB: i64 = 100;
 const TINY_WINDOW: WindowConfig = WindowConfig {
     max_len: 64,
     overlap: 16,
+    framing: jerex::model::Framing::ClsSep,
 };
 const TINY_SPECIALS: SpecialIds = SpecialIds {
     cls: 1,
@@ -150,6 +151,7 @@ fn batched_encoding_equals_one_document_at_a_time() {
         WindowConfig {
             max_len: 40,
             overlap: 10,
+            framing: jerex::model::Framing::ClsSep,
         },
     );
     // A small budget forces several passes mixing documents and windows of different lengths.
@@ -187,6 +189,7 @@ fn windowed_equals_single_pass_when_document_fits() {
         WindowConfig {
             max_len: 40,
             overlap: 10,
+            framing: jerex::model::Framing::ClsSep,
         },
     );
     let mut rng = ChaCha8Rng::seed_from_u64(12);
@@ -229,6 +232,7 @@ fn long_document_is_encoded_in_bounded_windows() {
     let window = WindowConfig {
         max_len: 34,
         overlap: 8,
+        framing: jerex::model::Framing::ClsSep,
     };
     let budget = 256;
     let (_vs, enc) = tiny_encoder(3, window);
@@ -291,6 +295,7 @@ fn training_mode_applies_dropout_and_passes_gradients() {
         WindowConfig {
             max_len: 20,
             overlap: 4,
+            framing: jerex::model::Framing::ClsSep,
         },
     );
     let mut rng = ChaCha8Rng::seed_from_u64(15);

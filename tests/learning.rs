@@ -179,6 +179,7 @@ fn tiny_model_overfits_synthetic_documents() {
         window: WindowConfig {
             max_len: 128,
             overlap: 32,
+            framing: jerex::model::Framing::ClsSep,
         },
         encoder: BertConfig::tiny(vocab().len() as i64),
         training: serde_json::Value::Null,

@@ -45,6 +45,7 @@ fn config(head: RelationHead, vocab: i64) -> ModelConfig {
         window: WindowConfig {
             max_len: 32,
             overlap: 8,
+            framing: jerex::model::Framing::ClsSep,
         },
         encoder: BertConfig::tiny(vocab),
         training: serde_json::Value::Null,

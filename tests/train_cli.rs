@@ -224,8 +224,15 @@ fn train_resume_eval_and_tune() {
 
     // Evaluation of the folder on the validation documents.
     let docs = read_docred(&root.join("data.json")).unwrap();
-    let scores =
-        evaluate_folder(&a, &[Device::Cpu], Precision::Fp32, docs[6..].to_vec(), 4).unwrap();
+    let scores = evaluate_folder(
+        &a,
+        &[Device::Cpu],
+        Precision::Fp32,
+        &Default::default(),
+        docs[6..].to_vec(),
+        4,
+    )
+    .unwrap();
     assert_eq!(scores.documents, 2);
     let gold_mentions = 4 + 6;
     let m = scores.mention;

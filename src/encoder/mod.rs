@@ -1,7 +1,7 @@
 //! BERT-architecture encoder on tch, loading HuggingFace folders; long documents in windows.
 //!
 //! [`Encoder::encode`] takes documents as word-piece ids without special tokens, cuts each into
-//! windows (`[CLS] … [SEP]`, see [`window`]), runs all windows of all documents in padded
+//! windows (`[CLS] … [SEP]`, or bare pieces for reference checkpoints; see [`window`]), runs all windows of all documents in padded
 //! sub-batches under a token budget, and gathers one row per word piece back into a flat
 //! per-document layout for the heads.
 
@@ -125,10 +125,15 @@ impl Encoder {
                     .map(move |w| (d, w))
             })
             .collect();
-        let lengths: Vec<usize> = windows.iter().map(|(_, w)| w.end - w.start + 2).collect();
+        // With [CLS]/[SEP] framing a window's pieces start one row after its first token.
+        let framed = self.window.framing.tokens() / 2;
+        let lengths: Vec<usize> = windows
+            .iter()
+            .map(|(_, w)| w.end - w.start + 2 * framed)
+            .collect();
 
-        // Row of each window's [CLS] in the concatenation of all passes' flattened outputs.
-        let mut cls_row = vec![0i64; windows.len()];
+        // Row of each window's first piece in the concatenation of all passes' flattened outputs.
+        let mut first_row = vec![0i64; windows.len()];
         let mut outputs = Vec::new();
         let mut passes = Vec::new();
         let mut base = 0i64;
@@ -139,11 +144,14 @@ impl Encoder {
             for (row, &i) in batch.iter().enumerate() {
                 let (d, w) = windows[i];
                 let at = row * len;
-                ids[at] = self.specials.cls;
-                ids[at + 1..at + lengths[i] - 1].copy_from_slice(&docs[d][w.start..w.end]);
-                ids[at + lengths[i] - 1] = self.specials.sep;
+                if framed > 0 {
+                    ids[at] = self.specials.cls;
+                    ids[at + lengths[i] - 1] = self.specials.sep;
+                }
+                ids[at + framed..at + lengths[i] - framed]
+                    .copy_from_slice(&docs[d][w.start..w.end]);
                 mask[at..at + lengths[i]].fill(1);
-                cls_row[i] = base + (row * len) as i64;
+                first_row[i] = base + (row * len + framed) as i64;
             }
             let shape = [batch.len() as i64, len as i64];
             let ids = Tensor::from_slice(&ids).view(shape).to_device(device);
@@ -154,13 +162,13 @@ impl Encoder {
             base += (batch.len() * len) as i64;
         }
 
-        // Each piece comes from the window that keeps it (+1 skips the window's [CLS]); windows
-        // are in document order and keep every piece once, so documents follow one another.
+        // Each piece comes from the window that keeps it; windows are in document order and
+        // keep every piece once, so documents follow one another.
         let gather: Vec<i64> = windows
             .iter()
-            .zip(&cls_row)
-            .flat_map(|((_, w), &cls)| {
-                (w.keep_start..w.keep_end).map(move |p| cls + 1 + (p - w.start) as i64)
+            .zip(&first_row)
+            .flat_map(|((_, w), &first)| {
+                (w.keep_start..w.keep_end).map(move |p| first + (p - w.start) as i64)
             })
             .collect();
         let offsets: Vec<usize> = std::iter::once(0)

@@ -15,9 +15,9 @@ pub struct Window {
     pub keep_end: usize,
 }
 
-/// Word pieces per window without `[CLS]` and `[SEP]`.
+/// Word pieces per window without its special tokens.
 pub fn content_width(cfg: &WindowConfig) -> usize {
-    cfg.max_len.saturating_sub(2)
+    cfg.max_len.saturating_sub(cfg.framing.tokens())
 }
 
 /// Checks that `cfg` yields windows the encoder can run: room for at least one piece, windows
@@ -26,13 +26,13 @@ pub fn check_window_config(cfg: &WindowConfig, max_positions: i64) -> Result<()>
     let width = content_width(cfg);
     if width == 0 {
         return Err(Error::Config(format!(
-            "window max_len {} leaves no room for word pieces besides [CLS] and [SEP]",
+            "window max_len {} leaves no room for word pieces besides the special tokens",
             cfg.max_len
         )));
     }
     if cfg.overlap >= width {
         return Err(Error::Config(format!(
-            "window overlap {} must be smaller than max_len - 2 = {width}",
+            "window overlap {} must be smaller than the {width} word pieces of a window",
             cfg.overlap
         )));
     }
@@ -47,7 +47,7 @@ pub fn check_window_config(cfg: &WindowConfig, max_positions: i64) -> Result<()>
 
 /// Plans the windows of a document of `len` word pieces.
 ///
-/// A document that fits (`len <= max_len - 2`) is one window, so windowed and single-pass
+/// A document that fits (`len <=` [`content_width`]) is one window, so windowed and single-pass
 /// encoding agree exactly. Otherwise windows start every `width - overlap` pieces and the last
 /// one is aligned to end at `len`. Between two consecutive windows the overlap is split at its
 /// midpoint, so each piece comes from the window where it has more context on the cut side;
@@ -117,7 +117,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn cfg(max_len: usize, overlap: usize) -> WindowConfig {
-        WindowConfig { max_len, overlap }
+        WindowConfig {
+            max_len,
+            overlap,
+            framing: crate::model::Framing::ClsSep,
+        }
     }
 
     #[test]

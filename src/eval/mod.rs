@@ -20,7 +20,7 @@ use crate::corpus::docred::read_docred;
 use crate::corpus::Document;
 use crate::device::{check_available, parse_devices, Precision};
 use crate::error::{Error, Result};
-use crate::model::{DocPrediction, GoldInput, JerexModel, PreparedDoc};
+use crate::model::{DocPrediction, GoldInput, JerexModel, PreparedDoc, ThresholdFlags};
 use crate::paths;
 use crate::tokenize::WordPieceTokenizer;
 
@@ -44,6 +44,8 @@ pub struct EvalArgs {
     /// Encoder precision on GPUs: fp32, bf16 or fp16 (CPU always runs fp32).
     #[arg(long, default_value = "fp32")]
     pub precision: Precision,
+    #[command(flatten)]
+    pub thresholds: ThresholdFlags,
 }
 
 /// Runs `jerex eval`: JSON on stdout, table on stderr.
@@ -53,7 +55,14 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     check_available(&devices)?;
     let docs = read_docred(&args.data)?;
     let start = Instant::now();
-    let scores = evaluate_folder(&dir, &devices, args.precision, docs, args.batch_size)?;
+    let scores = evaluate_folder(
+        &dir,
+        &devices,
+        args.precision,
+        &args.thresholds,
+        docs,
+        args.batch_size,
+    )?;
     let scores = Scores {
         seconds: start.elapsed().as_secs_f64(),
         ..scores
@@ -167,17 +176,22 @@ pub fn evaluate(
 /// One device's predictions: (document index, predictions as in [`predict_scope`]).
 type Share = Vec<(usize, Vec<DocPrediction>)>;
 
-/// Full evaluation of a model folder on `devices`: each device loads the model and predicts
-/// every `devices.len()`-th batch; scores are accumulated in document order afterwards.
+/// Full evaluation of a model folder on `devices` with its thresholds, overridden by
+/// `thresholds`: each device loads the model and predicts every `devices.len()`-th batch;
+/// scores are accumulated in document order afterwards.
 pub fn evaluate_folder(
     dir: &std::path::Path,
     devices: &[Device],
     precision: Precision,
+    thresholds: &ThresholdFlags,
     docs: Vec<Document>,
     batch_size: usize,
 ) -> Result<Scores> {
     let start = Instant::now();
-    let first = JerexModel::load(dir, devices[0], precision)?;
+    let mut first = JerexModel::load(dir, devices[0], precision)?;
+    let thresholds = thresholds.apply(first.config.thresholds)?;
+    first.config.thresholds = thresholds;
+    first.model.set_thresholds(thresholds);
     let prepared = prepare_docs(docs, &first.tokenizer, first.config.heads.max_span_words);
     let batches = length_batches(&prepared, batch_size);
     let mut evaluator = Evaluator::new(&first.config);
@@ -193,7 +207,11 @@ pub fn evaluate_folder(
                 scope.spawn(move || -> Result<Share> {
                     let loaded = match preloaded {
                         Some(l) => l,
-                        None => JerexModel::load(dir, device, precision)?,
+                        None => {
+                            let mut l = JerexModel::load(dir, device, precision)?;
+                            l.model.set_thresholds(thresholds);
+                            l
+                        }
                     };
                     let mut out = Vec::new();
                     for batch in batches.iter().skip(k).step_by(devices.len()) {

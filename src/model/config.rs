@@ -38,6 +38,38 @@ impl Default for Thresholds {
     }
 }
 
+/// Command-line overrides of a model's thresholds.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct ThresholdFlags {
+    /// Mention threshold instead of the model's.
+    #[arg(long)]
+    pub mention_threshold: Option<f32>,
+    /// Coreference threshold instead of the model's.
+    #[arg(long)]
+    pub coref_threshold: Option<f32>,
+    /// Relation threshold instead of the model's.
+    #[arg(long)]
+    pub relation_threshold: Option<f32>,
+}
+
+impl ThresholdFlags {
+    /// `model`'s thresholds with the given ones replaced; each must lie in [0, 1].
+    pub fn apply(&self, model: Thresholds) -> Result<Thresholds> {
+        let pick = |name: &str, flag: Option<f32>, default: f32| match flag {
+            Some(t) if !(0.0..=1.0).contains(&t) => Err(Error::Config(format!(
+                "--{name}-threshold {t} is not between 0 and 1"
+            ))),
+            Some(t) => Ok(t),
+            None => Ok(default),
+        };
+        Ok(Thresholds {
+            mention: pick("mention", self.mention_threshold, model.mention)?,
+            coref: pick("coref", self.coref_threshold, model.coref)?,
+            relation: pick("relation", self.relation_threshold, model.relation)?,
+        })
+    }
+}
+
 /// Which relation head the model uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -63,6 +95,39 @@ pub struct HeadConfig {
     pub token_distance_embeddings: i64,
     pub sentence_distance_embeddings: i64,
     pub dropout: f64,
+    /// Which mention of an unordered pair comes first when coreference scores it (inference).
+    #[serde(default)]
+    pub coref_pair_order: CorefPairOrder,
+    /// The strings whose edit distance the coreference head reads at inference.
+    #[serde(default)]
+    pub coref_strings: CorefStrings,
+}
+
+/// The direction in which coreference scores each unordered mention pair at inference (the
+/// head is not symmetric, and clustering reads one score per pair).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorefPairOrder {
+    /// The mention that starts earlier first (ties: the shorter): the direction this
+    /// engine's trainer samples.
+    #[default]
+    Position,
+    /// The earlier candidate first, in candidate order (sentence, then size, then start): what
+    /// the reference implementation scores, for its checkpoints.
+    Candidate,
+}
+
+/// The mention strings of the coreference head's edit distance at inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorefStrings {
+    /// The mention's words joined by spaces, as in training.
+    #[default]
+    Words,
+    /// The mention's word pieces decoded back to text (joined by spaces, `##` merged, spaces
+    /// before punctuation removed, lowercased with an uncased vocabulary): what the reference
+    /// implementation compares at inference, though it trains on words.
+    DecodedPieces,
 }
 
 impl Default for HeadConfig {
@@ -76,6 +141,8 @@ impl Default for HeadConfig {
             token_distance_embeddings: 700,
             sentence_distance_embeddings: 50,
             dropout: 0.1,
+            coref_pair_order: CorefPairOrder::default(),
+            coref_strings: CorefStrings::default(),
         }
     }
 }
@@ -88,6 +155,31 @@ pub struct WindowConfig {
     pub max_len: usize,
     /// Word pieces shared by consecutive windows.
     pub overlap: usize,
+    /// The special tokens around each window.
+    #[serde(default)]
+    pub framing: Framing,
+}
+
+/// What surrounds a window's word pieces in the encoder input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Framing {
+    /// `[CLS] pieces [SEP]`, as BERT was pre-trained.
+    #[default]
+    ClsSep,
+    /// The pieces alone: the reference implementation encodes documents without special
+    /// tokens, so its checkpoints expect no `[CLS]` at position 0.
+    None,
+}
+
+impl Framing {
+    /// Special tokens added to each window.
+    pub fn tokens(self) -> usize {
+        match self {
+            Framing::ClsSep => 2,
+            Framing::None => 0,
+        }
+    }
 }
 
 impl Default for WindowConfig {
@@ -95,6 +187,7 @@ impl Default for WindowConfig {
         WindowConfig {
             max_len: 512,
             overlap: 128,
+            framing: Framing::ClsSep,
         }
     }
 }

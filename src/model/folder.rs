@@ -9,7 +9,7 @@ use tch::{nn, Device, Kind};
 use crate::device::Precision;
 use crate::encoder::{load_all, save_all, SpecialIds};
 use crate::error::{Error, Result};
-use crate::model::config::ModelConfig;
+use crate::model::config::{CorefStrings, ModelConfig};
 use crate::model::joint::JerexModel;
 use crate::tokenize::WordPieceTokenizer;
 
@@ -57,7 +57,10 @@ impl JerexModel {
         let tokenizer = WordPieceTokenizer::from_file(&dir.join(TOKENIZER_FILE))?;
         check_vocab(&tokenizer, &config, dir)?;
         let mut vs = nn::VarStore::new(device);
-        let model = JerexModel::new(&vs.root(), &config, special_ids(&tokenizer), precision)?;
+        let mut model = JerexModel::new(&vs.root(), &config, special_ids(&tokenizer), precision)?;
+        if config.heads.coref_strings == CorefStrings::DecodedPieces {
+            model = model.with_piece_decoder(tokenizer.piece_decoder());
+        }
         load_all(&mut vs, &dir.join(WEIGHTS_FILE))?;
         Ok(LoadedModel {
             vs,

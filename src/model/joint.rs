@@ -13,16 +13,17 @@ use crate::device::Precision;
 use crate::encoder::{Encoder, SpecialIds};
 use crate::error::{Error, Result};
 use crate::model::cluster::complete_linkage;
-use crate::model::config::{ModelConfig, Thresholds};
+use crate::model::config::{CorefPairOrder, CorefStrings, ModelConfig, Thresholds};
 use crate::model::coref::CoreferenceResolution;
 use crate::model::entity::{entity_reprs, EntityClassification};
 use crate::model::input::{cat_rows, clamp_index, index_tensor, PreparedDoc};
 use crate::model::mention::MentionLocalization;
 use crate::model::pool::RangeMax;
-use crate::model::prediction::{DocPrediction, PredEntity, PredMention, PredRelation};
+use crate::model::prediction::{DocPrediction, DocTrace, PredEntity, PredMention, PredRelation};
 use crate::model::relation::{
     MentionPairs, MentionPlace, RelationClassifier, RelationInput, RelationOutput, RelationPass,
 };
+use crate::tokenize::PieceDecoder;
 use crate::train::sample::DocSample;
 
 /// Default budget for one chunk's `[rows, H]` temporaries in the pair heads and span pooling:
@@ -65,6 +66,19 @@ pub struct JerexModel {
     config: ModelConfig,
     hidden: i64,
     chunk_elements: i64,
+    /// Word pieces back to text, for `CorefStrings::DecodedPieces`.
+    pieces: Option<PieceDecoder>,
+}
+
+/// How mention logits are computed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum MentionPass {
+    /// With dropout.
+    Train,
+    /// Every span exactly (for traces).
+    Exact,
+    /// Only spans that can reach this probability exactly; the others get a bound below it.
+    Screen(f32),
 }
 
 /// One document's mentions and clusters while a batch is decoded. Mentions are in the output
@@ -208,7 +222,14 @@ impl JerexModel {
             config: cfg.clone(),
             hidden,
             chunk_elements: DEFAULT_CHUNK_ELEMENTS,
+            pieces: None,
         })
+    }
+
+    /// Gives the model the tokenizer's pieces, which `CorefStrings::DecodedPieces` reads.
+    pub fn with_piece_decoder(mut self, pieces: PieceDecoder) -> JerexModel {
+        self.pieces = Some(pieces);
+        self
     }
 
     /// Computes once what inference would recompute per batch from the weights alone. Only for
@@ -225,6 +246,11 @@ impl JerexModel {
 
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// Replaces the thresholds of the model's configuration (what `predict` callers read).
+    pub fn set_thresholds(&mut self, thresholds: Thresholds) {
+        self.config.thresholds = thresholds;
     }
 
     pub fn encoder(&self) -> &Encoder {
@@ -271,7 +297,27 @@ impl JerexModel {
         thresholds: &Thresholds,
         gold: GoldInput,
     ) -> Result<Vec<DocPrediction>> {
-        tch::no_grad(|| self.run_predict(&Batch::pooled(encoded), thresholds, gold))
+        tch::no_grad(|| self.run_predict(&Batch::pooled(encoded), thresholds, gold, None))
+    }
+
+    /// End-to-end predictions with every raw score behind them (slower: every candidate span
+    /// is scored exactly, and coreference in both directions).
+    pub fn predict_traced(
+        &self,
+        docs: &[PreparedDoc],
+        thresholds: &Thresholds,
+    ) -> Result<(Vec<DocPrediction>, Vec<DocTrace>)> {
+        let encoded = self.encode_batch(docs);
+        let mut traces = vec![DocTrace::default(); docs.len()];
+        let predictions = tch::no_grad(|| {
+            self.run_predict(
+                &Batch::pooled(&encoded),
+                thresholds,
+                GoldInput::None,
+                Some(&mut traces),
+            )
+        })?;
+        Ok((predictions, traces))
     }
 
     fn encode_states<'a>(&self, docs: &'a [PreparedDoc], train: bool) -> EncodedBatch<'a> {
@@ -290,6 +336,7 @@ impl JerexModel {
         batch: &Batch,
         thresholds: &Thresholds,
         gold: GoldInput,
+        mut trace: Option<&mut Vec<DocTrace>>,
     ) -> Result<Vec<DocPrediction>> {
         let docs = batch.docs;
         let device = self.device();
@@ -300,7 +347,7 @@ impl JerexModel {
                 .map(|d| gold_state(d, &self.config, gold))
                 .collect::<Result<_>>()?
         } else {
-            self.detect_mentions(batch, thresholds.mention)?
+            self.detect_mentions(batch, thresholds.mention, trace.as_deref_mut())?
         };
         let mention_offsets = prefix_sums(states.iter().map(|s| s.mentions.len()));
         let places: Vec<MentionPlace> = states
@@ -319,6 +366,7 @@ impl JerexModel {
                 &mention_reprs,
                 &mention_offsets,
                 thresholds.coref,
+                trace.as_deref_mut(),
             )?;
         }
 
@@ -368,18 +416,26 @@ impl JerexModel {
                     if group.is_full() {
                         let done =
                             std::mem::replace(&mut group, RelationGroup::new(self.chunk_rows()));
-                        self.score_relations(&scope, done, &mut relations)?;
+                        self.score_relations(&scope, done, &mut relations, trace.as_deref_mut())?;
                     }
                 }
             }
         }
-        self.score_relations(&scope, group, &mut relations)?;
+        self.score_relations(&scope, group, &mut relations, trace.as_deref_mut())?;
 
         // The final wait: everything left comes to the host at once.
         let entity_probs = host_f32(&entity_probs)?;
         let types = host_i64(&types)?;
 
         let n_et = self.config.entity_types.len();
+        if let Some(traces) = trace {
+            for (d, t) in traces.iter_mut().enumerate() {
+                let entities = entity_offsets[d]..entity_offsets[d] + states[d].clusters.len();
+                t.entity_types = entities
+                    .map(|e| entity_probs[e * n_et..(e + 1) * n_et].to_vec())
+                    .collect();
+            }
+        }
         let mut out = Vec::with_capacity(docs.len());
         for (d, (s, mut relations)) in states.into_iter().zip(relations).enumerate() {
             let e_off = entity_offsets[d];
@@ -427,6 +483,7 @@ impl JerexModel {
         scope: &RelationScope,
         group: RelationGroup,
         relations: &mut [Vec<PredRelation>],
+        mut trace: Option<&mut Vec<DocTrace>>,
     ) -> Result<()> {
         if group.pairs.is_empty() {
             return Ok(());
@@ -454,7 +511,13 @@ impl JerexModel {
             let (m_off, e_off) = (scope.mention_offsets[d], scope.entity_offsets[d]);
             let p = evidence[r];
             let ev = (mention_pairs.head[p] - m_off, mention_pairs.tail[p] - m_off);
-            for (relation, &score) in probs[r * n_rt..(r + 1) * n_rt].iter().enumerate() {
+            let scores = &probs[r * n_rt..(r + 1) * n_rt];
+            if let Some(traces) = trace.as_deref_mut() {
+                traces[d]
+                    .relations
+                    .push(((h - e_off, t - e_off), scores.to_vec()));
+            }
+            for (relation, &score) in scores.iter().enumerate() {
                 if score >= scope.threshold {
                     relations[d].push(PredRelation {
                         head: h - e_off,
@@ -471,7 +534,12 @@ impl JerexModel {
 
     /// Scores every candidate span; keeps those at or above `threshold`, per document in
     /// `(start, end)` order.
-    fn detect_mentions(&self, batch: &Batch, threshold: f32) -> Result<Vec<DocState>> {
+    fn detect_mentions(
+        &self,
+        batch: &Batch,
+        threshold: f32,
+        mut trace: Option<&mut Vec<DocTrace>>,
+    ) -> Result<Vec<DocState>> {
         let mut places = Vec::new();
         let mut sizes = Vec::new();
         let size_count = self.mention.size_count();
@@ -482,12 +550,23 @@ impl JerexModel {
                 sizes.push(clamp_index(span.len(), size_count));
             }
         }
-        let logits = self.mention_logits(&batch.pool, &places, &sizes, Some(threshold));
+        let pass = match trace {
+            Some(_) => MentionPass::Exact,
+            None => MentionPass::Screen(threshold),
+        };
+        let logits = self.mention_logits(&batch.pool, &places, &sizes, pass);
         let probs = host_f32(&logits.sigmoid())?;
         let mut at = 0;
         let mut states = Vec::with_capacity(batch.docs.len());
-        for spans in candidates {
+        for (d, spans) in candidates.into_iter().enumerate() {
             let n = spans.len();
+            if let Some(traces) = trace.as_deref_mut() {
+                traces[d].candidates = spans
+                    .iter()
+                    .copied()
+                    .zip(probs[at..at + n].to_vec())
+                    .collect();
+            }
             let mut kept: Vec<(Span, f32)> = spans
                 .into_iter()
                 .zip(&probs[at..at + n])
@@ -508,22 +587,23 @@ impl JerexModel {
     }
 
     /// Mention logits `[N]` of spans with their clamped sizes, pooled in chunks under the memory
-    /// budget: for training (`keep` = None, with dropout), or at inference for keeping spans
-    /// with probability ≥ `keep` (screened: spans that cannot reach it get a bound below it).
-    /// Spans are scored grouped by size, so each chunk's size term is the bias of its matrix
-    /// product, and the logits are put back in the spans' order.
+    /// budget (see [`MentionPass`]). Spans are scored grouped by size, so each chunk's size
+    /// term is the bias of its matrix product, and the logits are put back in the spans' order.
     fn mention_logits(
         &self,
         pool: &RangeMax,
         places: &[MentionPlace],
         sizes: &[i64],
-        keep: Option<f32>,
+        pass: MentionPass,
     ) -> Tensor {
         let device = self.device();
         let mut order: Vec<usize> = (0..places.len()).collect();
         order.sort_by_key(|&i| sizes[i]);
         let size_terms = self.mention.size_terms();
-        let screen = keep.map(|threshold| (self.mention.screen(), threshold));
+        let screen = match pass {
+            MentionPass::Screen(threshold) => Some((self.mention.screen(), threshold)),
+            MentionPass::Train | MentionPass::Exact => None,
+        };
         let mut chunks = Vec::new();
         for run in order.chunk_by(|&a, &b| sizes[a] == sizes[b]) {
             let size = sizes[run[0]];
@@ -532,7 +612,11 @@ impl JerexModel {
                 let reprs = pool.query(&ranges);
                 chunks.push(match &screen {
                     Some((screen, threshold)) => screen.logits(&reprs, size, *threshold),
-                    None => self.mention.logits(&reprs, &size_terms.get(size), true),
+                    None => self.mention.logits(
+                        &reprs,
+                        &size_terms.get(size),
+                        pass == MentionPass::Train,
+                    ),
                 });
             }
         }
@@ -549,7 +633,8 @@ impl JerexModel {
         pool.query(&ranges)
     }
 
-    /// Scores each document's mention pairs `(i, j)`, `i < j`, and clusters them.
+    /// Scores each document's mention pairs once, in the direction of the model's
+    /// `coref_pair_order` (and in the other direction too when tracing), and clusters them.
     fn cluster(
         &self,
         batch: &Batch,
@@ -557,22 +642,27 @@ impl JerexModel {
         mention_reprs: &Tensor,
         mention_offsets: &[usize],
         threshold: f32,
+        mut trace: Option<&mut Vec<DocTrace>>,
     ) -> Result<()> {
         let ed_count = self.coref.ed_count();
+        let order = self.config.heads.coref_pair_order;
         let (mut first, mut second, mut eds) = (Vec::new(), Vec::new(), Vec::new());
         for (d, s) in states.iter().enumerate() {
-            let doc = &batch.docs[d].doc;
-            let phrases: Vec<String> = s.mentions.iter().map(|&m| doc.phrase(m)).collect();
+            let phrases = self.coref_phrases(&batch.docs[d], &s.mentions)?;
             let off = mention_offsets[d] as i64;
-            for i in 0..phrases.len() {
-                for j in (i + 1)..phrases.len() {
-                    first.push(off + i as i64);
-                    second.push(off + j as i64);
-                    eds.push(clamp_index(
-                        strsim::levenshtein(&phrases[i], &phrases[j]),
-                        ed_count,
-                    ));
-                }
+            let pairs = directed_pairs(&s.mentions, order);
+            let reversed = pairs.iter().map(|&(a, b)| (b, a));
+            let all: Vec<(usize, usize)> = match trace {
+                Some(_) => pairs.iter().copied().chain(reversed).collect(),
+                None => pairs,
+            };
+            for (a, b) in all {
+                first.push(off + a as i64);
+                second.push(off + b as i64);
+                eds.push(clamp_index(
+                    strsim::levenshtein(&phrases[a], &phrases[b]),
+                    ed_count,
+                ));
             }
         }
         let device = self.device();
@@ -586,10 +676,28 @@ impl JerexModel {
         );
         let probs = host_f32(&logits.sigmoid())?;
         let mut at = 0;
-        for s in states.iter_mut() {
+        for (d, s) in states.iter_mut().enumerate() {
             let n = s.mentions.len();
-            let condensed = &probs[at..at + n * n.saturating_sub(1) / 2];
-            at += condensed.len();
+            let count = n * n.saturating_sub(1) / 2;
+            let condensed = &probs[at..at + count];
+            at += count;
+            if let Some(traces) = trace.as_deref_mut() {
+                let pairs = directed_pairs(&s.mentions, order);
+                let reversed = &probs[at..at + count];
+                at += count;
+                let m = &s.mentions;
+                traces[d].coref = pairs
+                    .iter()
+                    .zip(condensed)
+                    .map(|(&(a, b), &p)| (m[a], m[b], p))
+                    .chain(
+                        pairs
+                            .iter()
+                            .zip(reversed)
+                            .map(|(&(a, b), &p)| (m[b], m[a], p)),
+                    )
+                    .collect();
+            }
             s.clusters = complete_linkage(n, condensed, threshold);
             s.coref_scores = s
                 .clusters
@@ -598,6 +706,29 @@ impl JerexModel {
                 .collect();
         }
         Ok(())
+    }
+
+    /// The strings whose edit distance coreference reads at inference (`coref_strings`).
+    fn coref_phrases(&self, doc: &PreparedDoc, mentions: &[Span]) -> Result<Vec<String>> {
+        match self.config.heads.coref_strings {
+            CorefStrings::Words => Ok(mentions.iter().map(|&m| doc.doc.phrase(m)).collect()),
+            CorefStrings::DecodedPieces => {
+                let pieces = self.pieces.as_ref().ok_or_else(|| {
+                    Error::Config(
+                        "the model compares decoded word pieces in coreference but was built \
+                         without its tokenizer (load it from its folder)"
+                            .into(),
+                    )
+                })?;
+                Ok(mentions
+                    .iter()
+                    .map(|&m| {
+                        let (start, end) = doc.pieces(m);
+                        pieces.decode(&doc.tokens.ids[start..end])
+                    })
+                    .collect())
+            }
+        }
     }
 
     /// `[E, H]` entity representations (max over each cluster's mention rows, with dropout).
@@ -659,7 +790,7 @@ impl JerexModel {
             places.extend(sample.mentions.iter().map(|&m| batch.place(d, m)));
         }
         let mention = bce_mean(
-            &self.mention_logits(&batch.pool, &span_places, &sizes, None),
+            &self.mention_logits(&batch.pool, &span_places, &sizes, MentionPass::Train),
             &span_labels,
             device,
         );
@@ -886,6 +1017,22 @@ fn gold_state(doc: &PreparedDoc, config: &ModelConfig, gold: GoldInput) -> Resul
         clusters,
         types,
     })
+}
+
+/// The pairs `(i, j)`, `i < j`, of mentions in `(start, end)` order (the condensed order
+/// clustering reads), each turned into the direction coreference scores it.
+fn directed_pairs(mentions: &[Span], order: CorefPairOrder) -> Vec<(usize, usize)> {
+    let candidate_rank = |m: &Span| (m.sent, m.len(), m.start);
+    let n = mentions.len();
+    let mut pairs = Vec::with_capacity(n * n.saturating_sub(1) / 2);
+    for i in 0..n {
+        for j in (i + 1)..n {
+            let swap = order == CorefPairOrder::Candidate
+                && candidate_rank(&mentions[j]) < candidate_rank(&mentions[i]);
+            pairs.push(if swap { (j, i) } else { (i, j) });
+        }
+    }
+    pairs
 }
 
 /// Mean pair probability inside a cluster (1 for a singleton).

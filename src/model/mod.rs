@@ -14,8 +14,11 @@ pub mod pool;
 pub mod prediction;
 pub mod relation;
 
-pub use config::{HeadConfig, ModelConfig, RelationHead, Thresholds, TypeInfo, WindowConfig};
+pub use config::{
+    CorefPairOrder, CorefStrings, Framing, HeadConfig, ModelConfig, RelationHead, ThresholdFlags,
+    Thresholds, TypeInfo, WindowConfig,
+};
 pub use folder::LoadedModel;
 pub use input::PreparedDoc;
 pub use joint::{EncodedBatch, GoldInput, JerexModel, Losses};
-pub use prediction::{DocPrediction, PredEntity, PredMention, PredRelation};
+pub use prediction::{DocPrediction, DocTrace, PredEntity, PredMention, PredRelation};

@@ -49,3 +49,21 @@ pub struct DocPrediction {
     /// Sorted by (head, tail, relation).
     pub relations: Vec<PredRelation>,
 }
+
+/// Every raw score behind one document's predictions, for checking the heads against another
+/// implementation or explaining a decision. Mentions are spans, so the trace can be matched
+/// with other candidate orders.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DocTrace {
+    /// Every candidate span in candidate order with its mention probability (exact, not the
+    /// screened bound inference uses for spans that cannot pass).
+    pub candidates: Vec<(Span, f32)>,
+    /// Coreference probabilities of the predicted mentions' pairs, both directions `(first,
+    /// second)`; clustering reads the direction of the model's `coref_pair_order`.
+    pub coref: Vec<(Span, Span, f32)>,
+    /// Per entity (in `DocPrediction::entities` order), its type probabilities.
+    pub entity_types: Vec<Vec<f32>>,
+    /// Per ordered entity pair `(head, tail)` (indices into `DocPrediction::entities`), the
+    /// probabilities of every relation type.
+    pub relations: Vec<((usize, usize), Vec<f32>)>,
+}

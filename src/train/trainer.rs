@@ -669,6 +669,7 @@ fn fresh_model(
     let window = WindowConfig {
         max_len,
         overlap: WindowConfig::default().overlap.min(max_len / 4),
+        framing: crate::model::Framing::ClsSep,
     };
     let config = ModelConfig {
         entity_types,

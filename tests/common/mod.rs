@@ -53,6 +53,7 @@ pub fn tiny_config(
 pub const TINY_WINDOW: WindowConfig = WindowConfig {
     max_len: 64,
     overlap: 16,
+    framing: jerex::model::Framing::ClsSep,
 };
 
 /// A tiny model's configuration with the tokenizer's vocabulary and [`TINY_WINDOW`].
