@@ -204,6 +204,41 @@ fn windowed_equals_single_pass_when_document_fits() {
 }
 
 #[test]
+fn unframed_windows_encode_the_bare_pieces() {
+    let window = WindowConfig {
+        max_len: 40,
+        overlap: 10,
+        framing: jerex::model::Framing::None,
+    };
+    let (_vs, enc) = tiny_encoder(3, window);
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let _guard = tch::no_grad_guard();
+    // A document of exactly the window's positions is one pass over its pieces alone, batched
+    // with a shorter one (padding must not leak).
+    let docs: Vec<Vec<i64>> = [40, 7]
+        .iter()
+        .map(|&n| random_ids(&mut rng, n, 3, TINY_VOCAB))
+        .collect();
+    let refs: Vec<&[i64]> = docs.iter().map(Vec::as_slice).collect();
+    let batch = enc.encode(&refs, false);
+    assert_eq!(batch.passes, vec![(2, 40)]);
+    for (i, doc) in docs.iter().enumerate() {
+        let n = doc.len() as i64;
+        let input = Tensor::from_slice(doc).view([1, n]);
+        let mask = Tensor::ones([1, n], (Kind::Int64, Device::Cpu));
+        let bare = enc.bert.forward_t(&input, &mask, false).squeeze_dim(0);
+        let rows = batch.states.narrow(0, batch.offsets[i] as i64, n);
+        let diff = max_abs_diff(&rows, &bare);
+        assert!(diff <= 1e-5, "document {i} differs by {diff}");
+    }
+    // One piece more than the positions: two windows of 40 pieces each, every piece kept once.
+    let long = random_ids(&mut rng, 41, 3, TINY_VOCAB);
+    let out = enc.encode(&[&long], false);
+    assert_eq!(out.passes, vec![(2, 40)]);
+    assert_eq!(out.states.size(), [41, 32]);
+}
+
+#[test]
 fn reduced_precision_stays_close_and_masks_padding_safely() {
     let (_vs, enc) = tiny_encoder(10, TINY_WINDOW);
     let mut rng = ChaCha8Rng::seed_from_u64(16);

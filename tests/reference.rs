@@ -442,15 +442,16 @@ fn jerex() -> Command {
     Command::new(env!("CARGO_BIN_EXE_jerex"))
 }
 
-/// The F1 of one task in the reference's printed evaluation (`reference_scores.txt`): the
-/// `micro` row after the task's heading.
-fn reference_f1(text: &str, heading: &str) -> f64 {
+/// Precision, recall and F1 of one task in the reference's printed evaluation
+/// (`reference_scores.txt`): the `micro` row after the task's heading.
+fn reference_prf(text: &str, heading: &str) -> [f64; 3] {
     let section = &text[text.find(heading).unwrap()..];
     let row = section
         .lines()
         .find(|l| l.trim_start().starts_with("micro"))
         .unwrap();
-    row.split_whitespace().nth(3).unwrap().parse().unwrap()
+    let field = |i: usize| row.split_whitespace().nth(i).unwrap().parse().unwrap();
+    [field(1), field(2), field(3)]
 }
 
 #[test]
@@ -501,12 +502,15 @@ fn imported_model_evaluates_to_the_reference_scores() {
         ("entity", "--- Entities ---"),
         ("relation", "With entity type"),
     ] {
-        let ours = report[task]["f1"].as_f64().unwrap();
-        let theirs = reference_f1(&text, heading);
-        assert!(
-            (ours - theirs).abs() < 0.005,
-            "{task}: F1 {ours} vs the reference's {theirs}"
-        );
+        let theirs = reference_prf(&text, heading);
+        for (i, field) in ["precision", "recall", "f1"].into_iter().enumerate() {
+            let ours = report[task][field].as_f64().unwrap();
+            assert!(
+                (ours - theirs[i]).abs() < 0.005,
+                "{task} {field}: {ours} vs the reference's {}",
+                theirs[i]
+            );
+        }
     }
 }
 

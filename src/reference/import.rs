@@ -47,16 +47,13 @@ pub fn run(args: &ImportArgs) -> Result<()> {
     let t = &c.thresholds;
     eprintln!(
         "imported {} tensors into {}: {} entity types, {} relation types, {} head, \
-         thresholds mention {} coref {} relation {} (override them with --*-threshold or \
-         `jerex tune`)",
+         thresholds mention {} coref {} relation {} (as trained; override them with \
+         --mention-threshold etc. or `jerex tune`)",
         imported.tensors,
         imported.output.display(),
         c.entity_types.len(),
         c.relation_types.len(),
-        match c.heads.relation_head {
-            RelationHead::Mrc => "multi-instance (MRC)",
-            RelationHead::Grc => "global (GRC)",
-        },
+        head_name(c.heads.relation_head),
         t.mention,
         t.coref,
         t.relation
@@ -325,6 +322,13 @@ fn fill(vs: &nn::VarStore, checkpoint: &Checkpoint) -> Result<()> {
     }
 }
 
+fn head_name(head: RelationHead) -> &'static str {
+    match head {
+        RelationHead::Mrc => "multi-instance (MRC)",
+        RelationHead::Grc => "global (GRC)",
+    }
+}
+
 fn model_card(checkpoint: &Checkpoint, config: &ModelConfig) -> String {
     let int = |key: &str| {
         checkpoint
@@ -340,7 +344,7 @@ fn model_card(checkpoint: &Checkpoint, config: &ModelConfig) -> String {
          a checkpoint of the reference implementation of JEREX (lavis-nlp/jerex).\n\n\
          - Encoder: BERT, {layers} layers, hidden size {hidden}, {positions} positions; \
          documents are encoded without `[CLS]`/`[SEP]`, as the reference does.\n\
-         - {n_et} entity types, {n_rt} relation types ({head:?} relation head).\n\
+         - {n_et} entity types, {n_rt} relation types ({head} relation head).\n\
          - Thresholds from the checkpoint's hyper-parameters: mention {m}, coreference {c}, \
          relation {r}. The reference's test defaults are 0.85 / 0.85 / 0.6; override with \
          `--mention-threshold` etc. or tune them with `jerex tune`.\n\n\
@@ -356,7 +360,7 @@ fn model_card(checkpoint: &Checkpoint, config: &ModelConfig) -> String {
         positions = config.window.max_len,
         n_et = config.entity_types.len(),
         n_rt = config.relation_types.len(),
-        head = config.heads.relation_head,
+        head = head_name(config.heads.relation_head),
         m = t.mention,
         c = t.coref,
         r = t.relation,
@@ -387,7 +391,8 @@ mod tests {
         let config = ModelConfig {
             window: WindowConfig {
                 max_len: 128,
-                ..config.window
+                overlap: 32,
+                framing: Framing::None,
             },
             ..config
         };
