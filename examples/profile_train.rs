@@ -29,7 +29,7 @@ fn main() -> anyhow::Result<()> {
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let model = JerexModel::new(&vs.root(), &config, special_ids(&tok), Default::default())?;
     load_pretrained(&mut vs, &enc.join("model.safetensors"), "bert.")?;
-    let mut opt = AdamW::new(&vs, AdamWConfig::default());
+    let mut opt = AdamW::new(&vs, AdamWConfig::default())?;
     let n: usize = std::env::args().nth(1).map_or(6, |s| s.parse().unwrap());
     let prepared: Vec<PreparedDoc> = docs[..n]
         .iter()

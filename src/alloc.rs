@@ -12,7 +12,10 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// mimalloc's `purge_delay` option (v3 numbering; `MIMALLOC_PURGE_DELAY` in the environment).
+/// mimalloc's `purge_delay` option, whose environment name is `MIMALLOC_PURGE_DELAY`.
+/// `libmimalloc-sys` exports no constant for it, so the index is its position in the C enum;
+/// `jerex doctor` prints the option read back, and a test checks it against the environment
+/// variable of that name.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Ten minutes: freed memory stays committed for reuse until [`release_freed`] runs.
@@ -21,9 +24,15 @@ const PURGE_DELAY_MS: std::os::raw::c_long = 600_000;
 /// Sets the purge delay (unless `MIMALLOC_PURGE_DELAY` is set). Call before other threads start.
 pub fn configure() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets a process-wide option; mimalloc reads options atomically.
+        // SAFETY: sets a process-wide option, before any other thread exists to read it.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     }
+}
+
+/// mimalloc's purge delay in milliseconds, as the allocator reads it.
+pub fn purge_delay_ms() -> i64 {
+    // SAFETY: reads a process-wide option.
+    unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }
 }
 
 /// Returns to the OS now the calling thread's freed pages and the free memory of mimalloc's

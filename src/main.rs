@@ -146,6 +146,10 @@ fn doctor() -> Result<()> {
         tch::Cuda::cudnn_is_available()
     );
     println!(
+        "allocator: mimalloc, purge delay {} ms",
+        jerex::alloc::purge_delay_ms()
+    );
+    println!(
         "threads: {} intra-op (torch), {} cores available",
         tch::get_num_threads(),
         std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -14,8 +14,23 @@ fn help_lists_subcommands() {
     let out = jerex().arg("--help").output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    for sub in ["doctor", "run", "bench", "train", "eval", "tune"] {
-        assert!(text.contains(sub), "--help does not mention {sub}:\n{text}");
+    // The subcommand list: each name begins an indented line of its own (a plain substring
+    // check would find "run" in "running").
+    let listed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ")?.split_whitespace().next())
+        .collect();
+    for sub in [
+        "doctor",
+        "run",
+        "plan",
+        "bench",
+        "train",
+        "eval",
+        "tune",
+        "import-reference",
+    ] {
+        assert!(listed.contains(&sub), "--help does not list {sub}:\n{text}");
     }
 }
 
@@ -33,4 +48,27 @@ fn doctor_reports_libtorch_and_loads_torch_cuda() {
     assert!(text.contains("libtorch: 2.11.0"), "{text}");
     assert!(text.contains("cuda: loaded"), "{text}");
     assert!(text.contains("threads:"), "{text}");
+}
+
+#[test]
+fn doctor_reads_back_the_allocator_purge_delay() {
+    let delay = |env: Option<&str>| {
+        let mut cmd = jerex();
+        cmd.arg("doctor");
+        match env {
+            Some(v) => cmd.env("MIMALLOC_PURGE_DELAY", v),
+            None => cmd.env_remove("MIMALLOC_PURGE_DELAY"),
+        };
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("allocator: mimalloc, purge delay "))
+            .unwrap_or_else(|| panic!("no purge delay line:\n{text}"))
+            .to_string()
+    };
+    // The variable mimalloc reads for its purge_delay option lands in the option jerex sets,
+    // so the option index is that one; without it, jerex's ten minutes apply.
+    assert_eq!(delay(Some("1234")), "1234 ms");
+    assert_eq!(delay(None), "600000 ms");
 }

@@ -207,7 +207,7 @@ fn tiny_model_overfits_synthetic_documents() {
         lr: 3e-3,
         ..AdamWConfig::default()
     };
-    let mut trainer = Trainer::new(&model, &vs, options, adamw, steps);
+    let mut trainer = Trainer::new(&model, &vs, options, adamw, steps).unwrap();
 
     let mut best = 0.0f64;
     let mut first_loss = None;

@@ -14,7 +14,9 @@ use crossbeam_channel::{bounded, unbounded};
 use serde::Serialize;
 
 use super::pipeline::StageSeconds;
-use super::worker::{device_loop, Batch, Mode};
+use tch::Device;
+
+use super::worker::{device_loop, BackendFactory, Batch, Mode};
 use super::{execute, init_logging, prepare_job, JobOverrides, LogFormat};
 use crate::error::{Error, Result};
 use crate::model::PreparedDoc;
@@ -100,7 +102,8 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
             p = p.with_file_name(format!("{stem}.x{copies}.parquet"));
             overrides.input.push(p.to_string_lossy().into_owned());
         }
-        if !p.exists() && p.extension().is_some_and(|e| e == "parquet") {
+        let parquet = p.extension().is_some_and(|e| e == "parquet");
+        if parquet && super::sample::needs_docred_conversion(&docred, &p, copies) {
             if !docred.is_file() {
                 return Err(Error::Config(format!(
                     "bench input {} is missing and {} (its source) is not there",
@@ -133,7 +136,11 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
             peak = crate::alloc::peak_rss_bytes().unwrap_or(0);
         }
         if !args.no_encoder_pass && i < passes {
-            encoder.push(encoder_only(&p, std::mem::take(&mut report.batches_kept))?);
+            encoder.push(encoder_only(
+                &p.factory,
+                &p.config.devices,
+                std::mem::take(&mut report.batches_kept),
+            )?);
         }
         report.batches_kept.clear();
         runs.push(report);
@@ -187,8 +194,13 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// Seconds to run `batches` through the encoder alone, one thread per device as in the
-/// pipeline (the slowest device's busy time; loading excluded).
-fn encoder_only(p: &super::Prepared, batches: Vec<Vec<PreparedDoc>>) -> Result<f64> {
+/// pipeline (the slowest device's busy time; loading excluded). A replica that fails to load
+/// fails the pass: the others would take its batches and skew the figure.
+fn encoder_only(
+    factory: &dyn BackendFactory,
+    devices: &[Device],
+    batches: Vec<Vec<PreparedDoc>>,
+) -> Result<f64> {
     let (tx, rx) = bounded::<Batch<()>>(batches.len().max(1));
     for docs in batches {
         let meta = vec![(); docs.len()];
@@ -197,18 +209,36 @@ fn encoder_only(p: &super::Prepared, batches: Vec<Vec<PreparedDoc>>) -> Result<f
     }
     drop(tx);
     let (done_tx, done_rx) = unbounded();
-    let factory = &p.factory;
     let start = Instant::now();
-    std::thread::scope(|s| {
-        for (i, &device) in p.config.devices.iter().enumerate() {
-            let (rx, done_tx) = (rx.clone(), done_tx.clone());
-            s.spawn(move || device_loop(i, device, factory, Mode::EncodeOnly, rx, done_tx, None));
-        }
+    let loaded: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(i, &device)| {
+                let (rx, done_tx) = (rx.clone(), done_tx.clone());
+                s.spawn(move || {
+                    device_loop(i, device, factory, Mode::EncodeOnly, rx, done_tx, None)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(devices)
+            .map(|(h, &device)| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::Device {
+                        device: crate::device::device_name(device),
+                        message: "the encoder-only pass panicked".into(),
+                    })
+                })
+            })
+            .collect()
     });
+    loaded.into_iter().collect::<Result<Vec<()>>>()?;
     drop(done_tx);
     let wall = start.elapsed().as_secs_f64();
     // Per device, the time spent encoding (loading excluded); devices run in parallel.
-    let mut per_device = vec![0.0f64; p.config.devices.len()];
+    let mut per_device = vec![0.0f64; devices.len()];
     let mut failed = 0;
     for done in done_rx {
         per_device[done.device] += done.seconds;
@@ -222,4 +252,32 @@ fn encoder_only(p: &super::Prepared, batches: Vec<Vec<PreparedDoc>>) -> Result<f
         tracing::warn!(failed, "documents failed in the encoder-only pass");
     }
     Ok(per_device.iter().copied().fold(0.0, f64::max).min(wall))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::fake::{Failures, FakeFactory};
+    use crate::model::Thresholds;
+
+    fn factory(dead: Vec<Device>) -> FakeFactory {
+        FakeFactory {
+            entity_types: 2,
+            relation_types: 2,
+            thresholds: Thresholds::default(),
+            failures: Failures {
+                dead_devices: dead,
+                ..Failures::default()
+            },
+            delay: std::time::Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn encoder_only_fails_when_a_replica_cannot_load() {
+        let devices = [Device::Cpu, Device::Cuda(0)];
+        assert!(encoder_only(&factory(vec![]), &devices, Vec::new()).is_ok());
+        let e = encoder_only(&factory(vec![Device::Cuda(0)]), &devices, Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("fake device failure"), "{e}");
+    }
 }

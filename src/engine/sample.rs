@@ -135,15 +135,53 @@ pub fn ensure_generated(parquet: &Path) -> Result<bool> {
     Ok(true)
 }
 
+/// What [`docred_to_parquet`] converted, recorded beside its output (`<out>.source.json`): the
+/// output is reused only for the same source file, unchanged, and the same number of copies.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct SourceRecord {
+    path: PathBuf,
+    bytes: u64,
+    modified_ns: u128,
+    copies: usize,
+}
+
+impl SourceRecord {
+    fn of(json: &Path, copies: usize) -> Result<SourceRecord> {
+        let path = json.canonicalize().map_err(|e| Error::io(json, e))?;
+        let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+        let modified_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        Ok(SourceRecord {
+            path,
+            bytes: meta.len(),
+            modified_ns,
+            copies,
+        })
+    }
+
+    fn file(out: &Path) -> PathBuf {
+        let mut name = out.as_os_str().to_owned();
+        name.push(".source.json");
+        PathBuf::from(name)
+    }
+
+    fn read(out: &Path) -> Option<SourceRecord> {
+        let text = std::fs::read_to_string(SourceRecord::file(out)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
 /// Writes DocRED JSON (`corpus::docred`) as a pre-tokenized input table, `copies` times over
-/// (copy `k > 0` of a document is named `<id> (copy <k>)`), unless `out` exists and is newer than the
-/// source. Used by the benchmark so the shared data is never copied into the repository.
+/// (copy `k > 0` of a document is named `<id> (copy <k>)`), unless `out` was already made from
+/// the same, unchanged source with as many copies. Used by the benchmark so the shared data is
+/// never copied into the repository.
 pub fn docred_to_parquet(json: &Path, out: &Path, copies: usize) -> Result<()> {
-    let fresh = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if let (Some(o), Some(j)) = (fresh(out), fresh(json)) {
-        if o >= j {
-            return Ok(());
-        }
+    let source = SourceRecord::of(json, copies)?;
+    if out.exists() && SourceRecord::read(out).as_ref() == Some(&source) {
+        return Ok(());
     }
     let mut docs = crate::corpus::docred::read_docred(json)?;
     for d in &mut docs {
@@ -159,7 +197,20 @@ pub fn docred_to_parquet(json: &Path, out: &Path, copies: usize) -> Result<()> {
         })
         .collect();
     docs.extend(copied);
-    write_input_parquet(out, &docs)
+    write_input_parquet(out, &docs)?;
+    super::manifest::write_json_atomic(&SourceRecord::file(out), &source)
+}
+
+/// True when `out` is missing, or was made by [`docred_to_parquet`] from something other than
+/// `json` (unchanged) with `copies`. A file without a record is the user's own and is kept.
+pub fn needs_docred_conversion(json: &Path, out: &Path, copies: usize) -> bool {
+    if !out.exists() {
+        return true;
+    }
+    match (SourceRecord::read(out), SourceRecord::of(json, copies)) {
+        (Some(made), Ok(source)) => made != source,
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +280,37 @@ mod tests {
                 "b (copy 2)"
             ]
         );
+    }
+
+    #[test]
+    fn a_converted_input_is_redone_for_another_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, title: &str| {
+            let json = dir.path().join(name);
+            let doc = serde_json::json!([{"title": title, "sents": [["Ann", "."]],
+                "vertexSet": [], "labels": []}]);
+            std::fs::write(&json, doc.to_string()).unwrap();
+            json
+        };
+        let ids = |out: &Path| -> Vec<String> {
+            open(out, &InputColumns::default())
+                .unwrap()
+                .map(|r| r.unwrap().doc.unwrap().id)
+                .collect()
+        };
+        let (a, b) = (write("a.json", "from a"), write("b.json", "from b"));
+        let out = dir.path().join("bench.parquet");
+        docred_to_parquet(&a, &out, 1).unwrap();
+        assert!(!needs_docred_conversion(&a, &out, 1));
+        // b is older than the output: by modification time the output would look fresh.
+        assert!(needs_docred_conversion(&b, &out, 1));
+        docred_to_parquet(&b, &out, 1).unwrap();
+        assert_eq!(ids(&out), ["from b"]);
+        assert!(needs_docred_conversion(&b, &out, 2));
+        // A file the converter did not make is never replaced.
+        let own = dir.path().join("own.parquet");
+        std::fs::copy(&out, &own).unwrap();
+        assert!(!needs_docred_conversion(&a, &own, 1));
     }
 
     #[test]

@@ -204,8 +204,8 @@ pub fn run_split(
 }
 
 /// The loop of one device thread: create the replica, then process batches until the channel
-/// closes. A device whose replica cannot be created sends its error on `failed` and stops; the
-/// other devices take its share. When the thread releases freed memory, so do the threads of
+/// closes. A device whose replica cannot be created returns that error at once; the other
+/// devices take its share. When the thread releases freed memory, so do the threads of
 /// `cpu_pool`: they build the documents and rows that other threads free, and mimalloc returns
 /// those pages only on the thread that owns them.
 pub fn device_loop<T: Send>(

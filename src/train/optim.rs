@@ -91,36 +91,43 @@ impl AdamW {
     /// Tracks every trainable variable of `vs` that requires a gradient (create the model and
     /// freeze what should stay fixed first). Parameters are kept in name order, so updates and
     /// saved state do not depend on hash-map order.
-    pub fn new(vs: &VarStore, config: AdamWConfig) -> Self {
+    pub fn new(vs: &VarStore, config: AdamWConfig) -> Result<Self> {
         let vars = vs.variables_.lock().unwrap_or_else(|e| e.into_inner());
-        let names: HashMap<usize, &String> = vars
-            .named_variables
-            .iter()
-            .map(|(name, t)| (t.data_ptr() as usize, name))
-            .collect();
-        let mut params: Vec<Param> = vars
+        let mut params = Vec::new();
+        for var in vars
             .trainable_variables
             .iter()
             .filter(|var| var.tensor.requires_grad())
-            .map(|var| {
-                let name = names
-                    .get(&(var.tensor.data_ptr() as usize))
-                    .map_or_else(String::new, |n| n.to_string());
-                Param {
-                    name,
-                    tensor: var.tensor.shallow_clone(),
-                    decay: var.group == DECAY,
-                    exp_avg: var.tensor.zeros_like(),
-                    exp_avg_sq: var.tensor.zeros_like(),
-                }
-            })
-            .collect();
+        {
+            // The saved state is keyed by name, so each parameter needs exactly one.
+            let names: Vec<&String> = vars
+                .named_variables
+                .iter()
+                .filter(|(_, t)| t.data_ptr() == var.tensor.data_ptr() && t.is_set_to(&var.tensor))
+                .map(|(name, _)| name)
+                .collect();
+            let [name] = names.as_slice() else {
+                return Err(Error::Config(format!(
+                    "a trainable parameter of shape {:?} has {} names ({names:?}); the \
+                     optimizer state needs exactly one",
+                    var.tensor.size(),
+                    names.len()
+                )));
+            };
+            params.push(Param {
+                name: name.to_string(),
+                tensor: var.tensor.shallow_clone(),
+                decay: var.group == DECAY,
+                exp_avg: var.tensor.zeros_like(),
+                exp_avg_sq: var.tensor.zeros_like(),
+            });
+        }
         params.sort_by(|a, b| a.name.cmp(&b.name));
-        AdamW {
+        Ok(AdamW {
             params,
             config,
             steps: 0,
-        }
+        })
     }
 
     /// Optimizer steps taken so far (restored by [`AdamW::load`]).
@@ -294,7 +301,7 @@ mod tests {
             weight_decay: 0.5,
             ..AdamWConfig::default()
         };
-        let mut opt = AdamW::new(&vs, config);
+        let mut opt = AdamW::new(&vs, config).unwrap();
         opt.zero_grad();
         // loss = sum(w) * 3 + b * 2  =>  grad w = [3, 3], grad b = 2.
         let loss = lin.weight.sum(Kind::Float) * 3.0 + lin.bias.sum(Kind::Float) * 2.0;
@@ -319,10 +326,20 @@ mod tests {
     }
 
     #[test]
+    fn a_parameter_without_a_unique_name_is_an_error() {
+        let vs = VarStore::new(Device::Cpu);
+        let lin = Linear::new(vs.root().sub("lin"), 3, 2);
+        // The same tensor under a second name: its saved state could not be told apart.
+        let _tied = vs.root().add("tied", lin.weight.shallow_clone(), true);
+        let e = AdamW::new(&vs, AdamWConfig::default()).err().unwrap();
+        assert!(e.to_string().contains("has 2 names"), "{e}");
+    }
+
+    #[test]
     fn clipping_bounds_the_global_norm() {
         let vs = VarStore::new(Device::Cpu);
         let lin = Linear::new(vs.root().sub("lin"), 3, 4);
-        let mut opt = AdamW::new(&vs, AdamWConfig::default());
+        let mut opt = AdamW::new(&vs, AdamWConfig::default()).unwrap();
         opt.zero_grad();
         (lin.weight.sum(Kind::Float) * 10.0 + lin.bias.sum(Kind::Float) * 10.0).backward();
         // 16 gradient entries of 10: norm 40.
@@ -351,14 +368,14 @@ mod tests {
         tch::manual_seed(0);
         let vs_a = VarStore::new(Device::Cpu);
         let lin_a = Linear::new(vs_a.root().sub("lin"), 3, 2);
-        let mut opt_a = AdamW::new(&vs_a, AdamWConfig::default());
+        let mut opt_a = AdamW::new(&vs_a, AdamWConfig::default()).unwrap();
         train(&lin_a, &mut opt_a, 2);
         opt_a.save(&path).unwrap();
         // A copy of the model with restored optimizer state continues exactly like the original.
         let mut vs_b = VarStore::new(Device::Cpu);
         let lin_b = Linear::new(vs_b.root().sub("lin"), 3, 2);
         vs_b.copy(&vs_a).unwrap();
-        let mut opt_b = AdamW::new(&vs_b, AdamWConfig::default());
+        let mut opt_b = AdamW::new(&vs_b, AdamWConfig::default()).unwrap();
         opt_b.load(&path, opt_a.steps()).unwrap();
         train(&lin_a, &mut opt_a, 3);
         train(&lin_b, &mut opt_b, 3);
@@ -368,6 +385,7 @@ mod tests {
         let vs_c = VarStore::new(Device::Cpu);
         let _lin_c = Linear::new(vs_c.root().sub("lin"), 4, 2);
         assert!(AdamW::new(&vs_c, AdamWConfig::default())
+            .unwrap()
             .load(&path, 0)
             .is_err());
     }

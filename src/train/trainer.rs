@@ -172,13 +172,13 @@ impl<'m> Trainer<'m> {
         options: TrainOptions,
         adamw: AdamWConfig,
         total_steps: u64,
-    ) -> Self {
-        Trainer {
+    ) -> Result<Self> {
+        Ok(Trainer {
             model,
-            optimizer: AdamW::new(vs, adamw),
+            optimizer: AdamW::new(vs, adamw)?,
             schedule: Schedule::new(adamw.lr, total_steps, WARMUP_FRACTION),
             options,
-        }
+        })
     }
 
     pub fn optimizer(&mut self) -> &mut AdamW {
@@ -424,7 +424,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let checkpoint = args.output.join(CHECKPOINT_DIR);
     std::fs::create_dir_all(&args.output).map_err(|e| Error::io(&args.output, e))?;
 
+    let fresh = args.output.join(format!("{CHECKPOINT_DIR}.new"));
     let (loaded, tokenizer_json, encoder_dir, mut state) = if args.resume {
+        recover_dir(&fresh, &checkpoint, STATE_FILE)?;
         let state: TrainState = read_json(&checkpoint.join(STATE_FILE))?;
         if state.fingerprint != fingerprint {
             return Err(Error::Config(format!(
@@ -491,7 +493,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         options,
         adamw,
         (per_epoch * args.epochs) as u64,
-    );
+    )?;
     if args.resume {
         trainer
             .optimizer()
@@ -560,8 +562,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             state.batch_in_epoch = progress.batches_done;
         }
         state.wall_seconds = run_start_wall + started.elapsed().as_secs_f64();
-        // Written whole into a fresh folder, then swapped in: a crash leaves the old one.
-        let fresh = args.output.join(format!("{CHECKPOINT_DIR}.new"));
+        // Written whole into a fresh folder (the state file last), then swapped in.
+        if fresh.exists() {
+            std::fs::remove_dir_all(&fresh).map_err(|e| Error::io(&fresh, e))?;
+        }
         save_model(&fresh, serde_json::Value::Null)?;
         trainer.optimizer().save(&fresh.join(OPTIMIZER_FILE))?;
         write_json_atomic(&fresh.join(STATE_FILE), &state)?;
@@ -696,8 +700,6 @@ fn fresh_model(
     })
 }
 
-/// What a resume must repeat: the documents (ids, in order) and every setting that shapes the
-/// run.
 /// Stops gradients to the word-piece embedding table (before the optimizer is built, which
 /// then leaves it out).
 fn freeze_word_embeddings(vs: &VarStore) -> Result<()> {
@@ -711,6 +713,8 @@ fn freeze_word_embeddings(vs: &VarStore) -> Result<()> {
     Ok(())
 }
 
+/// What a resume must repeat: the documents (ids, in order) and every setting that shapes the
+/// run.
 fn fingerprint(args: &TrainArgs, train: &[Document], validation: &[Document]) -> String {
     let mut h = blake3::Hasher::new();
     for (tag, docs) in [("train", train), ("validation", validation)] {
@@ -770,12 +774,46 @@ fn describe(r: &EpochRecord, epochs: usize) -> String {
     line
 }
 
-/// Moves folder `from` to `to`, replacing what was there.
+/// `DIR.old`: where [`replace_dir`] keeps the previous folder while the new one moves in.
+fn old_dir(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".old");
+    PathBuf::from(name)
+}
+
+/// Moves the complete folder `from` to `to`, replacing what was there. The previous folder is
+/// first renamed aside and deleted only once the new one is in place, so a crash at any moment
+/// leaves `to`, or `from` complete beside `to.old` ([`recover_dir`] puts one back).
 fn replace_dir(from: &Path, to: &Path) -> Result<()> {
-    if to.exists() {
-        std::fs::remove_dir_all(to).map_err(|e| Error::io(to, e))?;
+    let old = old_dir(to);
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
     }
-    std::fs::rename(from, to).map_err(|e| Error::io(to, e))
+    if to.exists() {
+        std::fs::rename(to, &old).map_err(|e| Error::io(to, e))?;
+    }
+    std::fs::rename(from, to).map_err(|e| Error::io(to, e))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    }
+    Ok(())
+}
+
+/// Undoes an interrupted [`replace_dir`] into `to`: when `to` is missing, the complete new
+/// folder `from` (it holds `complete_marker`, written last) or else the previous one moves in.
+fn recover_dir(from: &Path, to: &Path, complete_marker: &str) -> Result<()> {
+    if to.exists() {
+        return Ok(());
+    }
+    let old = old_dir(to);
+    let source = if from.join(complete_marker).is_file() {
+        from.to_path_buf()
+    } else if old.is_dir() {
+        old
+    } else {
+        return Ok(());
+    };
+    std::fs::rename(&source, to).map_err(|e| Error::io(to, e))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
@@ -817,6 +855,45 @@ mod tests {
         assert!(f(50.0, 50.0, 1.0).key() > f(90.0, 90.0, 0.5).key());
         assert!(f(50.0, 60.0, 0.0).key() > f(90.0, 50.0, 0.0).key());
         assert!(f(60.0, 50.0, 0.0).key() > f(50.0, 50.0, 0.0).key());
+    }
+
+    fn write(dir: &Path, file: &str, text: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+
+    fn read(dir: &Path, file: &str) -> String {
+        std::fs::read_to_string(dir.join(file)).unwrap()
+    }
+
+    #[test]
+    fn replacing_a_checkpoint_leaves_one_at_every_moment() {
+        let root = tempfile::tempdir().unwrap();
+        let (ckpt, fresh) = (
+            root.path().join("checkpoint"),
+            root.path().join("checkpoint.new"),
+        );
+        write(&ckpt, STATE_FILE, "1");
+        write(&fresh, STATE_FILE, "2");
+        replace_dir(&fresh, &ckpt).unwrap();
+        assert_eq!(read(&ckpt, STATE_FILE), "2");
+        assert!(!fresh.exists() && !old_dir(&ckpt).exists());
+
+        // Killed after the old checkpoint moved aside: the complete new one moves in.
+        std::fs::rename(&ckpt, old_dir(&ckpt)).unwrap();
+        write(&fresh, STATE_FILE, "3");
+        recover_dir(&fresh, &ckpt, STATE_FILE).unwrap();
+        assert_eq!(read(&ckpt, STATE_FILE), "3");
+
+        // Killed while the new one was written (no state file yet): the old one comes back.
+        std::fs::remove_dir_all(old_dir(&ckpt)).ok();
+        std::fs::rename(&ckpt, old_dir(&ckpt)).unwrap();
+        write(&fresh, "model.safetensors", "partial");
+        recover_dir(&fresh, &ckpt, STATE_FILE).unwrap();
+        assert_eq!(read(&ckpt, STATE_FILE), "3");
+        // Nothing to do when the checkpoint is there.
+        recover_dir(&fresh, &ckpt, STATE_FILE).unwrap();
+        assert_eq!(read(&ckpt, STATE_FILE), "3");
     }
 
     #[test]
