@@ -181,6 +181,17 @@ mod tests {
         };
         assert_eq!(corrupt.class(), ErrorClass::Data);
         assert_eq!(Error::Config("x".into()).class(), ErrorClass::Config);
+        // One file's columns not fitting the job is that file's bad data.
+        let columns = Error::Columns {
+            path: "b.parquet".into(),
+            message: "no id column \"id\"".into(),
+        };
+        assert_eq!(columns.class(), ErrorClass::Data);
+        let busy = Error::Busy {
+            path: "/out".into(),
+            message: "another run writes this output".into(),
+        };
+        assert_eq!(busy.class(), ErrorClass::Retryable);
         // Several failed units: the most severe class decides, since a retry cannot fix the
         // others.
         let units = Error::Units(vec![io(ErrorKind::StorageFull), corrupt]);

@@ -1,7 +1,7 @@
 //! Bad input end to end: a corpus mixing good and bad rows, strict mode, a truncated file, a
-//! wrong column type in one file or in all, an unusable output directory and bad flags, through the real `jerex run`
-//! binary (exit codes, messages, the `documents` table) with a tiny random model, and through
-//! the library with the fake backend (typed errors).
+//! wrong column type (in one file or in all), an unusable output directory and bad flags,
+//! through the real `jerex run` binary (exit codes, messages, the `documents` table) with a tiny
+//! random model, and through the library with the fake backend (typed errors).
 
 mod common;
 use common::{save_tiny_model, tiny_config_for, types};
@@ -352,7 +352,10 @@ fn the_real_binary_reports_each_bad_input_case() {
     let (run, out) = job(&["wrong-type"], "out-type-only", &[]);
     assert_eq!(code(&run), 78, "{}", stderr(&run));
     let err = stderr(&run);
-    assert!(err.contains("fit none of the 1 readable input files"), "{err}");
+    assert!(
+        err.contains("fit none of the 1 readable input files"),
+        "{err}"
+    );
     assert!(err.contains(&want), "{err}");
     assert!(!out.join("_manifest").exists());
 }

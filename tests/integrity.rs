@@ -103,7 +103,11 @@ impl Fixture {
             .args(args)
             .current_dir(self.dir.path())
             .env("RUST_LOG", "warn");
-        for v in ["JEREX_SHARD_COUNT", "JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID"] {
+        for v in [
+            "JEREX_SHARD_COUNT",
+            "JOB_COMPLETION_INDEX",
+            "SLURM_ARRAY_TASK_ID",
+        ] {
             c.env_remove(v);
         }
         c
@@ -256,26 +260,36 @@ fn duplicate_ids_are_decided_by_the_plan_whatever_each_run_processes() {
     assert_eq!(status, "rejected");
     let reason = reason.as_deref().unwrap();
     assert!(
-        reason.starts_with("duplicate id \"s0\": first seen in") && reason.ends_with("a.parquet row 40"),
+        reason.starts_with("duplicate id \"s0\": first seen in")
+            && reason.ends_with("a.parquet row 40"),
         "{reason}"
     );
 
     // Each shard alone, then the other; and one shard followed by the whole job (a resume).
-    let shard = |out: &str, i: &str| fx.run(&job, &["-o", out, "--shard-count", "2", "--shard-index", i]);
+    let shard =
+        |out: &str, i: &str| fx.run(&job, &["-o", out, "--shard-count", "2", "--shard-index", i]);
     for (out, order) in [("shards", ["0", "1"]), ("shards-reversed", ["1", "0"])] {
         for i in order {
             let r = shard(out, i);
             assert!(matches!(code(&r), 0 | 3), "{}", stderr(&r));
         }
         assert_eq!(documents(&fx.path(out)), single, "{out}");
-        assert_eq!(row_counts(&fx.path(out)), row_counts(&fx.path("single")), "{out}");
+        assert_eq!(
+            row_counts(&fx.path(out)),
+            row_counts(&fx.path("single")),
+            "{out}"
+        );
     }
     for first in ["0", "1"] {
         let out = format!("resumed-after-{first}");
         let r = shard(&out, first);
         assert!(matches!(code(&r), 0 | 3), "{}", stderr(&r));
         let r = fx.run(&job, &["-o", &out]);
-        assert!(stdout(&r).contains("resumed: 1 of 2 units"), "{}", stdout(&r));
+        assert!(
+            stdout(&r).contains("resumed: 1 of 2 units"),
+            "{}",
+            stdout(&r)
+        );
         assert_eq!(documents(&fx.path(&out)), single, "{out}");
     }
 }
@@ -299,7 +313,7 @@ fn a_second_writer_of_one_shard_is_refused_and_shards_run_side_by_side() {
     // Long enough for the second runs below to start while the first is at work.
     for f in 0..4 {
         let name = format!("in/part{f}.parquet");
-        write_input(&fx.path(&name), &ids(&format!("f{f}-"), 0..100), "plain");
+        write_input(&fx.path(&name), &ids(&format!("f{f}-"), 0..200), "plain");
     }
     let job = fx.job("job.toml", &["in"], "out", &fx.model);
     let out = fx.path("out");
@@ -325,17 +339,20 @@ fn a_second_writer_of_one_shard_is_refused_and_shards_run_side_by_side() {
     }
     let first = first.wait_with_output().unwrap();
     let text = ok(&first);
-    assert!(text.contains("_SUCCESS: 4 units, 400 documents"), "{text}");
-    assert_eq!(documents(&out).len(), 400);
+    assert!(text.contains("_SUCCESS: 4 units, 800 documents"), "{text}");
+    assert_eq!(documents(&out).len(), 800);
     assert!(!lease.exists(), "the lease is released at the end");
 
     // Shards of one job write side by side.
     let spawn = |i: &str| {
-        fx.command(&job, &["-o", "sharded", "--shard-count", "2", "--shard-index", i])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        fx.command(
+            &job,
+            &["-o", "sharded", "--shard-count", "2", "--shard-index", i],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
     };
     let (a, b) = (spawn("0"), spawn("1"));
     for child in [a, b] {
@@ -360,8 +377,15 @@ fn an_input_rewritten_at_the_same_size_is_not_resumed() {
     let again = fx.run(&job, &[]);
     assert_eq!(code(&again), 78, "{}", stdout(&again));
     let err = stderr(&again);
-    assert!(err.contains("input units differ") && err.contains("x.parquet"), "{err}");
-    assert_eq!(documents(&fx.path("out")), before, "a refused run changes nothing");
+    assert!(
+        err.contains("input units differ") && err.contains("x.parquet"),
+        "{err}"
+    );
+    assert_eq!(
+        documents(&fx.path("out")),
+        before,
+        "a refused run changes nothing"
+    );
     // Overwriting redoes it from the new text.
     ok(&fx.run(&job, &["--overwrite"]));
 }
@@ -494,5 +518,8 @@ fn an_output_directory_inside_the_input_is_refused() {
     let run = fx.run(&job, &[]);
     assert_eq!(code(&run), 78, "{}", stderr(&run));
     assert!(stderr(&run).contains("output.dir"), "{}", stderr(&run));
-    assert!(!fx.path("corpus/kb/documents").exists(), "nothing is written");
+    assert!(
+        !fx.path("corpus/kb/documents").exists(),
+        "nothing is written"
+    );
 }

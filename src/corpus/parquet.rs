@@ -271,9 +271,8 @@ impl Iterator for DocReader {
     type Item = Result<RowResult>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_with(Rows::document).map(|r| {
-            r.map(|(row, (id, doc))| RowResult { row, id, doc })
-        })
+        self.next_with(Rows::document)
+            .map(|r| r.map(|(row, (id, doc))| RowResult { row, id, doc }))
     }
 }
 

@@ -254,7 +254,8 @@ pub fn check_output_dir(dir: &Path) -> Result<()> {
 /// inside an input directory (every visible `*.parquet` below it is input), or where an input
 /// glob matches its tables' part files.
 pub fn check_output_outside_inputs(out: &Path, inputs: &[String]) -> Result<()> {
-    let absolute = |p: &Path| std::path::absolute(p).map_or_else(|_| p.to_path_buf(), |a| normalize(&a));
+    let absolute =
+        |p: &Path| std::path::absolute(p).map_or_else(|_| p.to_path_buf(), |a| normalize(&a));
     let out_abs = absolute(out);
     let out_real = out.canonicalize().ok();
     // Directory walks skip names starting with `.` or `_` (see `Job::input_files`).
@@ -271,7 +272,9 @@ pub fn check_output_outside_inputs(out: &Path, inputs: &[String]) -> Result<()> 
         ..Default::default()
     };
     let tables = [
-        out_abs.join(crate::schema::DOCUMENTS).join("part-0.parquet"),
+        out_abs
+            .join(crate::schema::DOCUMENTS)
+            .join("part-0.parquet"),
         out_abs
             .join(super::incremental::RUNS_DIR)
             .join("run")
@@ -345,7 +348,11 @@ mod tests {
         );
         let b = input(
             &dir.path().join("b.parquet"),
-            &[("x", Some("Other.")), ("z", Some("Fine.")), ("y", Some("Two."))],
+            &[
+                ("x", Some("Other.")),
+                ("z", Some("Fine.")),
+                ("y", Some("Two.")),
+            ],
         );
         let first = FirstSeen::scan(&[a.clone(), b.clone()], &Default::default(), 2).unwrap();
         // Only repeated ids are kept.
@@ -462,7 +469,11 @@ mod tests {
         // Globs that would match the tables' part files.
         let all = spec(&corpus.join("**/*.parquet"));
         check(&corpus.join("kb"), &all).unwrap_err();
-        check(&corpus.join("2024/kb"), &spec(&corpus.join("2024/*/*/*.parquet"))).unwrap_err();
+        check(
+            &corpus.join("2024/kb"),
+            &spec(&corpus.join("2024/*/*/*.parquet")),
+        )
+        .unwrap_err();
         // Not read back: beside the corpus, under a hidden name, or out of a glob's reach.
         check(&dir.path().join("kb"), &spec(&corpus)).unwrap();
         check(&corpus.join("_kb"), &spec(&corpus)).unwrap();

@@ -1,8 +1,9 @@
 //! One writer per shard of an output directory. `jerex run` holds a lease for its shard,
 //! `OUT/_leases/<i>-of-<n>.json`, from before it touches the output until it ends:
 //!
-//! - The lease file is created only if absent (`O_EXCL`; a conditional put on object stores), so
-//!   of two processes of one shard only one gets it; the other exits as retryable.
+//! - The lease file is created only if absent (`O_EXCL`, atomic on local and NFS file systems; an
+//!   object store's conditional put does the same), so of two processes of one shard only one
+//!   gets it; the other exits as retryable.
 //! - Shards of one job (same count, other index) run side by side. A lease of another shard
 //!   count (whose units overlap this one's), or of a run that clears the whole directory
 //!   (`--overwrite`), excludes every other: after creating its own file each process looks for
@@ -88,12 +89,12 @@ impl Found {
     }
 
     /// Whether the holder is gone: its process ended (same host), or it stopped renewing.
-    fn stale(&self, expiry: Duration) -> bool {
+    fn stale(&self) -> bool {
         let dead = self
             .holder
             .as_ref()
             .is_some_and(|h| h.host == host_name() && !process_alive(h.pid));
-        dead || self.age > expiry
+        dead || self.age > EXPIRY
     }
 }
 
@@ -113,10 +114,6 @@ impl Lease {
     /// Takes the lease of `shard` on the output directory `out` (`exclusive` for a run that
     /// clears or rewrites the whole directory), or fails with [`Error::Busy`] naming the holder.
     pub fn acquire(out: &Path, shard: Shard, exclusive: bool) -> Result<Lease> {
-        Lease::acquire_with(out, shard, exclusive, EXPIRY)
-    }
-
-    fn acquire_with(out: &Path, shard: Shard, exclusive: bool, expiry: Duration) -> Result<Lease> {
         let dir = out.join(LEASES_DIR);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join(format!("{}-of-{}.json", shard.index, shard.count));
@@ -133,6 +130,14 @@ impl Lease {
             path: out.to_path_buf(),
             message,
         };
+        let held = |found: Found| {
+            busy(format!(
+                "another run writes this output ({}); run again when it has ended",
+                found
+                    .holder
+                    .map_or("a lease being written".into(), |h| h.describe())
+            ))
+        };
         // Each round either creates the file or removes a stale one; a third round means others
         // keep taking it.
         let mut created = false;
@@ -148,11 +153,8 @@ impl Lease {
             let Some(found) = Found::read(&path)? else {
                 continue;
             };
-            if !found.stale(expiry) {
-                return Err(busy(format!(
-                    "another run writes this output ({}); run again when it has ended",
-                    found.holder.map_or("a lease being written".into(), |h| h.describe())
-                )));
+            if !found.stale() {
+                return Err(held(found));
             }
             tracing::warn!(lease = %path.display(), "taking over a stale lease");
             take_over(&path, found.holder.as_ref())?;
@@ -163,7 +165,7 @@ impl Lease {
                 path.display()
             )));
         }
-        let lease = Lease::start(out, path, &me);
+        let lease = Lease::start(out, path, &me)?;
         // Leases of other names that overlap this one: see the module comment.
         for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
             let other = entry.map_err(|e| Error::io(&dir, e))?.path();
@@ -175,35 +177,31 @@ impl Lease {
                 continue;
             };
             let conflicts = found.holder.as_ref().is_none_or(|h| me.conflicts(h));
-            if conflicts && !found.stale(expiry) {
-                return Err(busy(format!(
-                    "another run writes this output ({}); run again when it has ended",
-                    found.holder.map_or("a lease being written".into(), |h| h.describe())
-                )));
+            if conflicts && !found.stale() {
+                return Err(held(found));
             }
         }
         Ok(lease)
     }
 
-    /// Registers the lease and starts renewing it.
-    fn start(out: &Path, path: PathBuf, me: &Holder) -> Lease {
+    /// Registers the lease and starts renewing it (the lease is released if that fails).
+    fn start(out: &Path, path: PathBuf, me: &Holder) -> Result<Lease> {
         HELD.lock()
             .unwrap()
             .push((out.to_path_buf(), path.clone(), me.token.clone()));
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let renewer = {
-            let (stop, path, token) = (stop.clone(), path.clone(), me.token.clone());
-            std::thread::Builder::new()
-                .name("jerex-lease".into())
-                .spawn(move || renew(&stop, &path, &token))
-                .ok()
-        };
-        Lease {
+        let mut lease = Lease {
             path,
             token: me.token.clone(),
-            stop,
-            renewer,
-        }
+            stop: Arc::new((Mutex::new(false), Condvar::new())),
+            renewer: None,
+        };
+        let (stop, path, token) = (lease.stop.clone(), lease.path.clone(), me.token.clone());
+        let renewer = std::thread::Builder::new()
+            .name("jerex-lease".into())
+            .spawn(move || renew(&stop, &path, &token))
+            .map_err(|e| Error::io(&lease.path, e))?;
+        lease.renewer = Some(renewer);
+        Ok(lease)
     }
 }
 
@@ -326,7 +324,12 @@ fn token() -> String {
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let seed = format!("{}:{}:{nanos}:{}", host_name(), std::process::id(), rand::random::<u64>());
+    let seed = format!(
+        "{}:{}:{nanos}:{}",
+        host_name(),
+        std::process::id(),
+        rand::random::<u64>()
+    );
     blake3::hash(seed.as_bytes()).to_hex()[..16].to_string()
 }
 
@@ -400,7 +403,10 @@ mod tests {
         let out = dir.path();
         let first = Lease::acquire(out, shard(0, 2), false).unwrap();
         let e = busy(Lease::acquire(out, shard(0, 2), false));
-        assert!(e.contains("another run writes this output (shard 0 of 2"), "{e}");
+        assert!(
+            e.contains("another run writes this output (shard 0 of 2"),
+            "{e}"
+        );
         let second = Lease::acquire(out, shard(1, 2), false).unwrap();
         // Another shard count overlaps every shard; a whole-directory run excludes all.
         busy(Lease::acquire(out, ONE, false));
@@ -430,17 +436,33 @@ mod tests {
         plant(out, "0-of-1.json", &other(&me, dead, ONE), Duration::ZERO);
         drop(Lease::acquire(out, ONE, false).unwrap());
         // Another host's lease: live while renewed, stale after the expiry.
-        plant(out, "0-of-1.json", &other("elsewhere", 1, ONE), Duration::from_secs(5));
+        plant(
+            out,
+            "0-of-1.json",
+            &other("elsewhere", 1, ONE),
+            Duration::from_secs(5),
+        );
         let e = busy(Lease::acquire(out, ONE, false));
         assert!(e.contains("on elsewhere"), "{e}");
         plant(out, "0-of-1.json", &other("elsewhere", 1, ONE), EXPIRY * 2);
         let lease = Lease::acquire(out, ONE, false).unwrap();
         verify(&out.join("runs/r1")).unwrap();
         // Taken over in turn (this holder stalled past the expiry): commits must fail.
-        plant(out, "0-of-1.json", &other("elsewhere", 1, ONE), Duration::ZERO);
+        plant(
+            out,
+            "0-of-1.json",
+            &other("elsewhere", 1, ONE),
+            Duration::ZERO,
+        );
         let e = verify(&out.join("runs/r1")).unwrap_err();
-        assert!(matches!(e, Error::Busy { .. }) && e.to_string().contains("taken over"), "{e}");
+        assert!(
+            matches!(e, Error::Busy { .. }) && e.to_string().contains("taken over"),
+            "{e}"
+        );
         drop(lease);
-        assert!(out.join(LEASES_DIR).join("0-of-1.json").exists(), "not ours to remove");
+        assert!(
+            out.join(LEASES_DIR).join("0-of-1.json").exists(),
+            "not ours to remove"
+        );
     }
 }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::job::{Compression, Job, OutputFormat};
 use super::pipeline::{ModelInfo, Unit, TABLES};
-use super::plan::{FileIdentity, PlannedUnit, Shard};
+use super::plan::{PlannedUnit, Shard};
 use crate::error::{Error, Result};
 use crate::model::Thresholds;
 use crate::output::writer::sync_dir;
@@ -131,17 +131,14 @@ impl JobFingerprint {
         })?;
         let units = planned
             .iter()
-            .map(|p| {
-                let (u, file): (&Unit, &FileIdentity) = (&p.unit, &p.file);
-                UnitFingerprint {
-                    hash: u.hash.clone(),
-                    path: u.path.clone(),
-                    row_groups: u.row_groups.clone(),
-                    rows: u.rows.clone(),
-                    file_bytes: file.bytes,
-                    file_modified_ns: file.modified_ns,
-                    file_footer: file.footer.clone(),
-                }
+            .map(|PlannedUnit { unit, file, .. }| UnitFingerprint {
+                hash: unit.hash.clone(),
+                path: unit.path.clone(),
+                row_groups: unit.row_groups.clone(),
+                rows: unit.rows.clone(),
+                file_bytes: file.bytes,
+                file_modified_ns: file.modified_ns,
+                file_footer: file.footer.clone(),
             })
             .collect();
         let columns = job.input.columns();
@@ -431,6 +428,8 @@ impl Manifest {
         format: OutputFormat,
         compression: Compression,
     ) -> Result<PartWriter> {
+        // Staging folders are per unit: a run whose lease was taken over must not touch them.
+        super::lease::verify(&self.out)?;
         let dir = self.staging(&unit.hash);
         remove_dir_if_exists(&dir)?;
         PartWriter::new(&dir, &TABLES, format, compression)
@@ -440,7 +439,7 @@ impl Manifest {
     /// first and the new one comes last, so at every instant either the record matches the
     /// tables or there is no record (and a resume redoes the unit).
     pub fn commit(&self, record: &UnitRecord) -> Result<()> {
-        // A run whose lease was taken over must leave the tables to the new holder.
+        // A run whose lease was taken over leaves the tables to the new holder.
         super::lease::verify(&self.out)?;
         let path = self.record_path(&record.hash);
         if remove_file_if_exists(&path)? {

@@ -81,7 +81,9 @@ fn footer(path: &Path, file: &mut File, len: u64, columns: &InputColumns) -> Res
     let io = |e| Error::io(path, e);
     let mut tail = [0u8; 8];
     if len < 12 {
-        return Err(corrupt(format!("{len} bytes are too few for a Parquet file")));
+        return Err(corrupt(format!(
+            "{len} bytes are too few for a Parquet file"
+        )));
     }
     file.seek(SeekFrom::End(-8)).map_err(io)?;
     file.read_exact(&mut tail).map_err(io)?;
@@ -97,7 +99,8 @@ fn footer(path: &Path, file: &mut File, len: u64, columns: &InputColumns) -> Res
     let mut bytes = vec![0u8; meta_len as usize];
     file.seek(SeekFrom::Start(len - 8 - meta_len)).map_err(io)?;
     file.read_exact(&mut bytes).map_err(io)?;
-    let meta = ParquetMetaDataReader::decode_metadata(&bytes).map_err(|e| Error::parquet(path, e))?;
+    let meta =
+        ParquetMetaDataReader::decode_metadata(&bytes).map_err(|e| Error::parquet(path, e))?;
     let file_meta = meta.file_metadata();
     let schema = parquet::arrow::parquet_to_arrow_schema(
         file_meta.schema_descr(),
@@ -984,14 +987,27 @@ mod tests {
     fn one_huge_row_group_is_shared_by_every_shard() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("huge.parquet");
-        write_one_group(&file, "d", 20_000, &|i| format!("Document {i} says little."));
-        let plan = Plan::new(&[file.clone()], dir.path(), 5_000, &Default::default()).unwrap();
+        write_one_group(&file, "d", 20_000, &|i| {
+            format!("Document {i} says little.")
+        });
+        let plan = Plan::new(
+            std::slice::from_ref(&file),
+            dir.path(),
+            5_000,
+            &Default::default(),
+        )
+        .unwrap();
         assert_eq!(plan.units.len(), 4);
         let rows: Vec<Option<Range<usize>>> =
             plan.units.iter().map(|u| u.unit.rows.clone()).collect();
         assert_eq!(
             rows,
-            [Some(0..5000), Some(5000..10000), Some(10000..15000), Some(15000..20000)]
+            [
+                Some(0..5000),
+                Some(5000..10000),
+                Some(10000..15000),
+                Some(15000..20000)
+            ]
         );
         let partition = plan.describe(4, None);
         for s in &partition.shards {
@@ -1023,7 +1039,10 @@ mod tests {
         let e = Plan::new(&[good.clone(), odd.clone()], dir.path(), 10, &body).unwrap_err();
         assert_eq!(e.class(), ErrorClass::Config, "{e}");
         let msg = e.to_string();
-        assert!(msg.contains("fit none of the 2") && msg.contains("\"body\""), "{msg}");
+        assert!(
+            msg.contains("fit none of the 2") && msg.contains("\"body\""),
+            "{msg}"
+        );
         // Columns that fit one file: the other is that file's problem, found when it is read.
         let plan = Plan::new(&[good, odd.clone()], dir.path(), 10, &Default::default()).unwrap();
         assert_eq!(plan.units.len(), 2);
@@ -1070,7 +1089,10 @@ mod tests {
             .set_modified(mtime)
             .unwrap();
         let after = identity(&path);
-        assert_eq!((after.bytes, after.modified_ns), (before.bytes, before.modified_ns));
+        assert_eq!(
+            (after.bytes, after.modified_ns),
+            (before.bytes, before.modified_ns)
+        );
         assert_ne!(after.footer, before.footer);
         assert!(!before.footer.is_empty());
     }
