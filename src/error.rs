@@ -29,6 +29,11 @@ pub enum Error {
     BadDocument { doc: String, message: String },
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
+    /// An input file whose columns do not fit the job (a missing column, a column of an
+    /// unusable type). Bad data of that file: the job's columns fit the others (see
+    /// [`crate::engine::plan`]).
+    #[error("{path}: {message}")]
+    Columns { path: PathBuf, message: String },
     #[error("configuration: {0}")]
     Config(String),
     /// A device failed (model loading, or a batch after all retries).
@@ -52,6 +57,9 @@ pub enum Error {
          replace it, or choose another output directory"
     )]
     OtherJob { path: PathBuf, differences: String },
+    /// Another live process writes the same output (see [`crate::engine::lease`]).
+    #[error("{path}: {message}")]
+    Busy { path: PathBuf, message: String },
 }
 
 fn join(errors: &[Error]) -> String {
@@ -124,9 +132,10 @@ impl Error {
                 _ => ErrorClass::Retryable,
             },
             Error::Arrow(arrow::error::ArrowError::IoError(..)) => ErrorClass::Retryable,
-            Error::Parquet { .. } | Error::BadRow { .. } | Error::BadDocument { .. } => {
-                ErrorClass::Data
-            }
+            Error::Parquet { .. }
+            | Error::Columns { .. }
+            | Error::BadRow { .. }
+            | Error::BadDocument { .. } => ErrorClass::Data,
             Error::Arrow(_) => ErrorClass::Data,
             Error::Json { .. }
             | Error::Format { .. }
@@ -134,7 +143,8 @@ impl Error {
             | Error::Tokenizer(_)
             | Error::Weights { .. }
             | Error::OtherJob { .. } => ErrorClass::Config,
-            Error::Device { .. } | Error::Torch(_) => ErrorClass::Retryable,
+            // The other writer may finish or its lease expire: trying again later can succeed.
+            Error::Device { .. } | Error::Torch(_) | Error::Busy { .. } => ErrorClass::Retryable,
             Error::Units(errors) => errors
                 .iter()
                 .map(Error::class)
@@ -171,6 +181,17 @@ mod tests {
         };
         assert_eq!(corrupt.class(), ErrorClass::Data);
         assert_eq!(Error::Config("x".into()).class(), ErrorClass::Config);
+        // One file's columns not fitting the job is that file's bad data.
+        let columns = Error::Columns {
+            path: "b.parquet".into(),
+            message: "no id column \"id\"".into(),
+        };
+        assert_eq!(columns.class(), ErrorClass::Data);
+        let busy = Error::Busy {
+            path: "/out".into(),
+            message: "another run writes this output".into(),
+        };
+        assert_eq!(busy.class(), ErrorClass::Retryable);
         // Several failed units: the most severe class decides, since a retry cannot fix the
         // others.
         let units = Error::Units(vec![io(ErrorKind::StorageFull), corrupt]);

@@ -25,12 +25,14 @@ Exit codes:
   0   success
   3   success, but some documents were rejected or failed (reasons in the documents table);
       all other output is written
-  65  bad input data stopped the run: a corrupt or truncated input file (the other files are
-      still processed), or a rejected document in strict mode
+  65  bad input data stopped the run: a corrupt or truncated input file or one whose columns
+      do not fit the job (the other files are still processed), or a rejected document in
+      strict mode
   75  retryable failure: an I/O error such as a full disk, a device or out-of-memory failure,
-      SIGTERM or Ctrl-C; run again (finished units are kept)
-  78  bad configuration: job file, flags, model folder, input column names or types, an
-      output directory that cannot be written
+      SIGTERM or Ctrl-C, another run writing the same output; run again (finished units are
+      kept)
+  78  bad configuration: job file, flags, model folder or weights, input columns that fit no
+      input file, an output directory that cannot be written or lies inside the inputs
   1   any other error";
 
 #[derive(Parser)]
@@ -83,10 +85,15 @@ fn main() -> ExitCode {
     };
     // Kubernetes and Slurm stop work with SIGTERM (preemption, drain, time limit). Outputs are
     // atomic and finished units are recorded, so stopping at once loses nothing: exit as
-    // retryable, and the rerun resumes. `_exit`, not `exit`: running libtorch's static
-    // destructors under its live worker threads can crash the process instead.
-    // SAFETY: `_exit` only ends the process.
-    if let Err(e) = ctrlc::set_handler(|| unsafe { libc::_exit(EX_TEMPFAIL.into()) }) {
+    // retryable, and the rerun resumes, also on another machine, which would otherwise wait for
+    // this run's lease to expire. `_exit`, not `exit`: running libtorch's static destructors
+    // under its live worker threads can crash the process instead.
+    let on_signal = || {
+        jerex::engine::lease::release_all();
+        // SAFETY: `_exit` only ends the process.
+        unsafe { libc::_exit(EX_TEMPFAIL.into()) }
+    };
+    if let Err(e) = ctrlc::set_handler(on_signal) {
         eprintln!("warning: no SIGTERM handler: {e}");
     }
     match dispatch(cli.command) {

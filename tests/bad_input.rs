@@ -1,7 +1,7 @@
 //! Bad input end to end: a corpus mixing good and bad rows, strict mode, a truncated file, a
-//! wrong column type, an unusable output directory and bad flags, through the real `jerex run`
-//! binary (exit codes, messages, the `documents` table) with a tiny random model, and through
-//! the library with the fake backend (typed errors).
+//! wrong column type (in one file or in all), an unusable output directory and bad flags,
+//! through the real `jerex run` binary (exit codes, messages, the `documents` table) with a tiny
+//! random model, and through the library with the fake backend (typed errors).
 
 mod common;
 use common::{save_tiny_model, tiny_config_for, types};
@@ -337,10 +337,10 @@ fn the_real_binary_reports_each_bad_input_case() {
     assert_eq!(docs.len(), 2, "{docs:?}");
     assert!(docs.keys().all(|(f, _)| f == "good"), "{docs:?}");
 
-    // A wrong column type is a configuration error naming file, column and expected type;
-    // the other file is still processed.
+    // A file whose text column has an unusable type is that file's bad data, named with its
+    // column and the expected type; the other file is still processed.
     let (run, out) = job(&["wrong-type", "good"], "out-type", &[]);
-    assert_eq!(code(&run), 78, "{}", stderr(&run));
+    assert_eq!(code(&run), 65, "{}", stderr(&run));
     let err = stderr(&run);
     let want = format!(
         "{}: column \"text\" has type Int64, expected a string or binary (UTF-8)",
@@ -348,6 +348,16 @@ fn the_real_binary_reports_each_bad_input_case() {
     );
     assert!(err.contains(&want), "{err}");
     assert_eq!(documents(&out).len(), 2);
+    // Columns that fit no input file are the job's mistake, found before any work.
+    let (run, out) = job(&["wrong-type"], "out-type-only", &[]);
+    assert_eq!(code(&run), 78, "{}", stderr(&run));
+    let err = stderr(&run);
+    assert!(
+        err.contains("fit none of the 1 readable input files"),
+        "{err}"
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(!out.join("_manifest").exists());
 }
 
 #[test]
@@ -442,6 +452,7 @@ fn pipeline(units: &[PathBuf], out: &Path, strict: bool) -> PipelineConfig {
             strict,
             ..Default::default()
         },
+        first_seen: None,
     }
 }
 
@@ -471,8 +482,9 @@ fn the_library_returns_typed_errors() {
     let report = execute(&pipeline(&units, &out, false), &model, &factory).unwrap();
     assert_eq!((report.ok, report.rejected), (3, 7));
     let classes: Vec<ErrorClass> = report.unit_errors.iter().map(Error::class).collect();
-    assert_eq!(classes, [ErrorClass::Data, ErrorClass::Config]);
-    assert_eq!(Error::Units(report.unit_errors).class(), ErrorClass::Config);
+    assert_eq!(classes, [ErrorClass::Data, ErrorClass::Data]);
+    assert!(matches!(&report.unit_errors[1], Error::Columns { .. }));
+    assert_eq!(Error::Units(report.unit_errors).class(), ErrorClass::Data);
 
     // Strict mode: the first rejected row, as a typed error naming file and row.
     let out = dir.path().join("strict");

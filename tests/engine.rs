@@ -150,6 +150,7 @@ fn run(
         keep_batches: false,
         progress: false,
         checks: Default::default(),
+        first_seen: None,
     };
     execute(&cfg, model, factory)
 }
@@ -650,7 +651,7 @@ fn shards_together_write_exactly_the_single_run_tables() {
     ];
     sample::write_input_parquet(&files[0], &many).unwrap();
     sample::write_input_parquet(&files[1], &docs).unwrap();
-    let plan = Plan::new(&files, dir.path(), 128).unwrap();
+    let plan = Plan::new(&files, dir.path(), 128, &Default::default()).unwrap();
     assert_eq!(plan.units.len(), 4);
     let model = fake_model(&tok);
     let factory = fake(Failures::default());

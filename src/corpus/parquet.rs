@@ -2,11 +2,11 @@
 //!
 //! Reads one record batch at a time with a projection of only the id and content columns, so
 //! memory stays bounded whatever the file size and other (wide) columns are never decoded. Work
-//! can be split by row groups ([`open_row_groups`]). A bad row (null id, missing or empty text,
-//! bytes that are not UTF-8 in a binary column) is reported with its row number and, when
-//! readable, its id, and the reader moves on. A file-level problem is an [`Error`] naming the
-//! file: a missing column or wrong column type is [`Error::Format`] (the job's columns do not fit
-//! the file), a corrupt or truncated file is [`Error::Parquet`].
+//! can be split by row groups and, inside a large row group, by rows ([`open_part`]). A bad row
+//! (null id, missing or empty text, bytes that are not UTF-8 in a binary column) is reported with
+//! its row number and, when readable, its id, and the reader moves on. A file-level problem is an
+//! [`Error`] naming the file: a missing column or wrong column type is [`Error::Columns`] (the
+//! job's columns do not fit the file), a corrupt or truncated file is [`Error::Parquet`].
 
 use std::fs::File;
 use std::ops::Range;
@@ -16,7 +16,9 @@ use arrow::array::{Array, AsArray, BinaryArray, ListArray, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Schema};
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
 use parquet::arrow::ProjectionMask;
 
 use super::{text, Document, Word};
@@ -81,6 +83,39 @@ pub fn open_row_groups(
     columns: &InputColumns,
     groups: Range<usize>,
 ) -> Result<DocReader> {
+    open_part(path, columns, groups, None)
+}
+
+/// Opens row groups `groups` of a file and, when `rows` is given, only those rows of them
+/// (counted from the first row of `groups`); rows are still numbered from the start of the file.
+pub fn open_part(
+    path: &Path,
+    columns: &InputColumns,
+    groups: Range<usize>,
+    rows: Option<Range<usize>>,
+) -> Result<DocReader> {
+    reader(path, columns, groups, rows, true)
+}
+
+/// Like [`open_part`], but decodes only the id column: for checks that need every row's id
+/// without the cost of its text. The file must still fit the job's columns, so it yields ids
+/// of exactly the rows [`open_part`] yields documents of.
+pub fn open_ids(
+    path: &Path,
+    columns: &InputColumns,
+    groups: Range<usize>,
+    rows: Option<Range<usize>>,
+) -> Result<IdReader> {
+    reader(path, columns, groups, rows, false).map(IdReader)
+}
+
+fn reader(
+    path: &Path,
+    columns: &InputColumns,
+    groups: Range<usize>,
+    rows: Option<Range<usize>>,
+    content: bool,
+) -> Result<DocReader> {
     let builder = builder(path)?;
     let count = builder.metadata().num_row_groups();
     if groups.start > groups.end || groups.end > count {
@@ -89,26 +124,49 @@ pub fn open_row_groups(
             message: format!("row groups {groups:?} out of range ({count} row groups)"),
         });
     }
-    let first_row = builder.metadata().row_groups()[..groups.start]
-        .iter()
-        .map(|g| g.num_rows() as usize)
-        .sum();
-    let resolved = resolve(builder.schema(), columns).map_err(|message| Error::Format {
+    let group_rows = |r: Range<usize>| -> usize {
+        builder.metadata().row_groups()[r]
+            .iter()
+            .map(|g| g.num_rows() as usize)
+            .sum()
+    };
+    let mut first_row = group_rows(0..groups.start);
+    let total = group_rows(groups.clone());
+    let resolved = resolve(builder.schema(), columns).map_err(|message| Error::Columns {
         path: path.to_path_buf(),
         message,
     })?;
-    let roots: Vec<usize> = resolved.iter().map(|(i, _)| *i).collect();
+    let roots: Vec<usize> = resolved
+        .iter()
+        .filter(|(_, role)| content || *role == Role::Id)
+        .map(|(i, _)| *i)
+        .collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let batches = builder
+    let mut builder = builder
         .with_projection(mask)
-        .with_row_groups(groups.collect())
-        .with_batch_size(BATCH_ROWS)
-        .build()
-        .map_err(|e| Error::parquet(path, e))?;
+        .with_row_groups(groups.clone().collect())
+        .with_batch_size(BATCH_ROWS);
+    if let Some(rows) = rows {
+        if rows.start > rows.end || rows.end > total {
+            return Err(Error::Parquet {
+                path: path.to_path_buf(),
+                message: format!(
+                    "rows {rows:?} of row groups {groups:?} out of range ({total} rows)"
+                ),
+            });
+        }
+        first_row += rows.start;
+        builder = builder.with_row_selection(RowSelection::from(vec![
+            RowSelector::skip(rows.start),
+            RowSelector::select(rows.len()),
+            RowSelector::skip(total - rows.end),
+        ]));
+    }
+    let batches = builder.build().map_err(|e| Error::parquet(path, e))?;
     let name = |role: Role| {
         resolved
             .iter()
-            .find(|(_, r)| *r == role)
+            .find(|(_, r)| *r == role && content)
             .map(|_| role.column(columns).to_string())
     };
     Ok(DocReader {
@@ -171,21 +229,20 @@ impl DocReader {
     }
 }
 
-impl Iterator for DocReader {
-    type Item = Result<RowResult>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl DocReader {
+    /// The next row's number and `f` of it, or the error that ends the stream.
+    fn next_with<T>(&mut self, f: impl Fn(&Rows, usize) -> T) -> Option<Result<(usize, T)>> {
         loop {
             if self.done {
                 return None;
             }
             if let Some((rows, i)) = &mut self.batch {
                 if *i < rows.ids.len() {
-                    let (id, doc) = rows.document(*i);
+                    let value = f(rows, *i);
                     *i += 1;
                     let row = self.next_row;
                     self.next_row += 1;
-                    return Some(Ok(RowResult { row, id, doc }));
+                    return Some(Ok((row, value)));
                 }
             }
             let next = match self.batches.next() {
@@ -207,6 +264,27 @@ impl Iterator for DocReader {
                 }
             }
         }
+    }
+}
+
+impl Iterator for DocReader {
+    type Item = Result<RowResult>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_with(Rows::document)
+            .map(|r| r.map(|(row, (id, doc))| RowResult { row, id, doc }))
+    }
+}
+
+/// Yields each row's number and its id when readable (see [`open_ids`]).
+pub struct IdReader(DocReader);
+
+impl Iterator for IdReader {
+    type Item = Result<(usize, Option<String>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0
+            .next_with(|rows, i| rows.id(i).ok().map(str::to_string))
     }
 }
 
@@ -254,15 +332,22 @@ struct Rows {
 }
 
 impl Rows {
+    /// Row `i`'s id, or why it has none.
+    fn id(&self, i: usize) -> std::result::Result<&str, String> {
+        match self.ids.get(i) {
+            None => Err("null id".into()),
+            Some(Err(e)) => Err(format!("id {e}")),
+            Some(Ok(id)) if id.trim().is_empty() => Err("empty id".into()),
+            Some(Ok(id)) => Ok(id),
+        }
+    }
+
     /// Row `i`'s id (when readable) and its document or why it is rejected.
     fn document(&self, i: usize) -> (Option<String>, std::result::Result<Document, String>) {
-        let id = match self.ids.get(i) {
-            None => return (None, Err("null id".into())),
-            Some(Err(e)) => return (None, Err(format!("id {e}"))),
-            Some(Ok(id)) if id.trim().is_empty() => return (None, Err("empty id".into())),
-            Some(Ok(id)) => id,
-        };
-        (Some(id.to_string()), self.content(id, i))
+        match self.id(i) {
+            Ok(id) => (Some(id.to_string()), self.content(id, i)),
+            Err(e) => (None, Err(e)),
+        }
     }
 
     /// Text wins; empty text falls back to the row's sentences, if any.
@@ -386,6 +471,11 @@ fn resolve(
         }
     }
     Ok(out)
+}
+
+/// Why the job's `columns` do not fit a file of `schema`, if they do not.
+pub fn check_columns(schema: &Schema, columns: &InputColumns) -> std::result::Result<(), String> {
+    resolve(schema, columns).map(|_| ())
 }
 
 fn is_string(dt: &DataType) -> bool {
@@ -592,6 +682,24 @@ mod tests {
             assert_eq!(doc.sentences[0][1].text, (200 + k).to_string());
         }
         assert_eq!(open_row_groups(&path, &cols, 3..3).unwrap().count(), 0);
+        // Rows inside a range of row groups (a large group split into several units), and the
+        // ids alone of exactly those rows.
+        let part: Vec<RowResult> = open_part(&path, &cols, 2..4, Some(150..170))
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        let numbers: Vec<usize> = part.iter().map(|r| r.row).collect();
+        assert_eq!(numbers, (350..370).collect::<Vec<_>>());
+        assert_eq!(part[0].doc.as_ref().unwrap().id, "doc350");
+        let ids: Vec<(usize, Option<String>)> = open_ids(&path, &cols, 2..4, Some(150..170))
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        let expected: Vec<(usize, Option<String>)> =
+            part.iter().map(|r| (r.row, r.id.clone())).collect();
+        assert_eq!(ids, expected);
+        let e = open_part(&path, &cols, 2..4, Some(150..201)).err().unwrap();
+        assert!(e.to_string().contains("out of range"), "{e}");
         let e = open_row_groups(&path, &cols, 4..7)
             .err()
             .unwrap()
@@ -693,8 +801,9 @@ mod tests {
             10,
         );
         let e = open(&path, &InputColumns::default()).err().unwrap();
-        // The job's columns do not fit the file: a configuration problem, not bad data.
-        assert!(matches!(e, Error::Format { .. }), "{e:?}");
+        // The job's columns do not fit this file: the file's own problem (the plan checks that
+        // they fit some input at all).
+        assert!(matches!(e, Error::Columns { .. }), "{e:?}");
         let e = e.to_string();
         assert!(
             e.contains("w.parquet")

@@ -1,6 +1,7 @@
 //! Moving weights between safetensors files and a VarStore. Every load checks the whole file
-//! against the VarStore first and copies only when all names and shapes match, so a failed load
-//! leaves the model untouched and the error lists every problem at once.
+//! against the VarStore first and copies only when all names and shapes match and every value
+//! is finite, so a failed load leaves the model untouched and the error lists every problem at
+//! once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -165,14 +166,30 @@ fn copy_checked(
     }
 
     tch::no_grad(|| -> Result<()> {
+        let mut sources = Vec::with_capacity(pairs.len());
+        let mut non_finite = Vec::new();
         for (var, key, view) in pairs {
             let kind = kind_of(view.dtype()).ok_or_else(|| Error::Weights {
                 path: file.to_path_buf(),
                 message: format!("{key}: unsupported dtype {:?}", view.dtype()),
             })?;
             let src = Tensor::f_from_data_size(view.data(), &var.size(), kind)?;
-            let mut var = var.shallow_clone();
-            var.f_copy_(&src)?;
+            // NaN or infinite weights turn every score into NaN: the model would run and find
+            // nothing, with no error anywhere.
+            if src.is_floating_point() && !bool::try_from(src.f_isfinite()?.f_all()?)? {
+                non_finite.push(key.clone());
+            }
+            sources.push((var, src));
+        }
+        if !non_finite.is_empty() {
+            non_finite.sort();
+            return Err(weights_error(
+                file,
+                vec![list("NaN or infinite values", &non_finite)],
+            ));
+        }
+        for (var, src) in sources {
+            var.shallow_clone().f_copy_(&src)?;
         }
         Ok(())
     })

@@ -118,7 +118,8 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
     // generator's freed memory stays resident until released, and would be the new baseline.
     crate::alloc::release_freed();
     crate::alloc::reset_peak();
-    let mut p = prepare_job(&args.job, &overrides, super::Shard::ALL, false)?;
+    // Each pass rewrites every unit: no other process may write there meanwhile.
+    let mut p = prepare_job(&args.job, &overrides, super::Shard::ALL, true, false)?;
     p.config.keep_batches = !args.no_encoder_pass;
     let passes = args.repeat as usize;
     let pipeline_runs = if args.no_encoder_pass {

@@ -1,19 +1,24 @@
 //! Bad input in corpus runs: the checks that turn a readable row into a rejection (duplicate
 //! ids, documents over the size limits), strict mode's early stop, and the output directory
-//! check made before any work starts.
+//! checks made before any work starts.
 //!
 //! The reader ([`crate::corpus::parquet`]) already rejects rows it cannot turn into a document
 //! (null or empty id or text, bytes that are not UTF-8); [`Screen`] adds what needs the whole
-//! run's view or the job's limits.
+//! job's view ([`FirstSeen`]) or the job's limits.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use crate::corpus::parquet::RowResult;
+use rayon::prelude::*;
+
+use super::job::normalize;
+use super::pipeline::Unit;
+use crate::corpus::parquet::{InputColumns, RowResult};
 use crate::corpus::Document;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorClass, Result};
 
 /// Default `input.max_words`: far above news or Wikipedia articles (DocRED documents have a
 /// few hundred words), below book length, where the pairwise heads' cost makes one document
@@ -69,40 +74,121 @@ impl InputChecks {
     }
 }
 
-/// Screens a run's rows in reading order.
-pub(crate) struct Screen {
-    checks: InputChecks,
-    units: Vec<PathBuf>,
-    /// Where each id was first seen: unit index and row, keyed by 128 bits of the id's blake3
-    /// hash rather than the id itself (16 bytes instead of a string and its allocation, which
-    /// adds up on archives of millions of rows; two ids collide with probability about n²/2¹²⁹).
-    seen: HashMap<u128, (usize, usize)>,
+/// Where each id that occurs more than once among a job's units first occurs, in plan order
+/// (units in order, rows ascending). It is read from the id column of every unit before any
+/// work, so every shard and every resumed run keeps the same copy of an id and rejects the
+/// others, whichever units it processes itself.
+#[derive(Debug, Default)]
+pub struct FirstSeen {
+    /// Index of each unit (by hash) in the scanned units.
+    units: HashMap<String, usize>,
+    paths: Vec<PathBuf>,
+    /// The first (unit, row) of each repeated id, keyed by 128 bits of the id's blake3 hash
+    /// rather than the id itself (16 bytes instead of a string and its allocation, which adds up
+    /// on archives of millions of rows; two ids collide with probability about n²/2¹²⁹).
+    first: HashMap<u128, (usize, usize)>,
 }
 
-impl Screen {
-    /// `units` are the run's input paths, indexed like the units rows come from.
-    pub(crate) fn new(checks: InputChecks, units: Vec<PathBuf>) -> Screen {
+/// Units whose ids are read in parallel at once: bounds the ids held before they are merged.
+const SCAN_CHUNK: usize = 64;
+
+impl FirstSeen {
+    /// Reads the ids of `units` (in parallel on `threads` threads). A unit that cannot be read
+    /// to the end contributes the ids before the error, as the run itself reads them (the run
+    /// reports the error); an I/O error fails the scan, since another attempt may read more.
+    pub fn scan(units: &[Unit], columns: &InputColumns, threads: usize) -> Result<FirstSeen> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build()
+            .map_err(|e| Error::Config(format!("threads: {e}")))?;
+        let mut seen = FirstSeen {
+            units: units
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (u.hash.clone(), i))
+                .collect(),
+            paths: units.iter().map(|u| u.path.clone()).collect(),
+            first: HashMap::new(),
+        };
+        let mut repeated = HashSet::new();
+        for (c, chunk) in units.chunks(SCAN_CHUNK).enumerate() {
+            let ids: Vec<Result<Vec<(usize, u128)>>> =
+                pool.install(|| chunk.par_iter().map(|u| unit_ids(u, columns)).collect());
+            for (i, ids) in ids.into_iter().enumerate() {
+                let unit = c * SCAN_CHUNK + i;
+                for (row, key) in ids? {
+                    match seen.first.entry(key) {
+                        Entry::Occupied(_) => {
+                            repeated.insert(key);
+                        }
+                        Entry::Vacant(v) => {
+                            v.insert((unit, row));
+                        }
+                    }
+                }
+            }
+        }
+        seen.first.retain(|k, _| repeated.contains(k));
+        Ok(seen)
+    }
+
+    /// Where `id` first occurs, unless that is row `row` of the unit `hash` itself (or the unit
+    /// was not scanned).
+    fn earlier(&self, hash: &str, row: usize, id: &str) -> Option<(&Path, usize)> {
+        let &(unit, first_row) = self.first.get(&id_key(id))?;
+        let here = *self.units.get(hash)?;
+        ((unit, first_row) != (here, row)).then(|| (self.paths[unit].as_path(), first_row))
+    }
+}
+
+/// Row numbers and id keys of a unit's readable ids.
+fn unit_ids(unit: &Unit, columns: &InputColumns) -> Result<Vec<(usize, u128)>> {
+    let mut out = Vec::new();
+    let reader = match unit.open_ids(columns) {
+        Ok(r) => r,
+        Err(e) if e.class() == ErrorClass::Retryable => return Err(e),
+        Err(_) => return Ok(out),
+    };
+    for r in reader {
+        match r {
+            Ok((row, Some(id))) => out.push((row, id_key(&id))),
+            Ok((_, None)) => {}
+            Err(e) if e.class() == ErrorClass::Retryable => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Screens a run's rows.
+pub(crate) struct Screen<'a> {
+    checks: InputChecks,
+    first: &'a FirstSeen,
+    /// The run's units' hashes, by the index rows come with.
+    units: Vec<String>,
+}
+
+impl<'a> Screen<'a> {
+    pub(crate) fn new(checks: InputChecks, first: &'a FirstSeen, units: &[Unit]) -> Screen<'a> {
         Screen {
             checks,
-            units,
-            seen: HashMap::new(),
+            first,
+            units: units.iter().map(|u| u.hash.clone()).collect(),
         }
     }
 
-    /// The row, its document replaced by a rejection when its id was seen before in the run or
-    /// it is over the size limits. Every readable id is remembered, also of rejected rows, so
-    /// an id names at most one document of the run and a later copy says where the first is.
-    pub(crate) fn check(&mut self, unit: usize, mut r: RowResult) -> RowResult {
+    /// The row, its document replaced by a rejection when its id first occurs elsewhere in the
+    /// job or it is over the size limits. Every readable id counts, also of rejected rows, so an
+    /// id names at most one document and a later copy says where the first is.
+    pub(crate) fn check(&self, unit: usize, mut r: RowResult) -> RowResult {
         if let Some(id) = &r.id {
-            let key = id_key(id);
-            if let Some(&(u, row)) = self.seen.get(&key) {
+            if let Some((path, row)) = self.first.earlier(&self.units[unit], r.row, id) {
                 r.doc = Err(format!(
                     "duplicate id {id:?}: first seen in {} row {row}",
-                    self.units[u].display()
+                    path.display()
                 ));
                 return r;
             }
-            self.seen.insert(key, (unit, r.row));
         }
         if let Some(problem) = r
             .doc
@@ -164,11 +250,68 @@ pub fn check_output_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses an output directory that the job's inputs would read back as input next time:
+/// inside an input directory (every visible `*.parquet` below it is input), or where an input
+/// glob matches its tables' part files.
+pub fn check_output_outside_inputs(out: &Path, inputs: &[String]) -> Result<()> {
+    let absolute =
+        |p: &Path| std::path::absolute(p).map_or_else(|_| p.to_path_buf(), |a| normalize(&a));
+    let out_abs = absolute(out);
+    let out_real = out.canonicalize().ok();
+    // Directory walks skip names starting with `.` or `_` (see `Job::input_files`).
+    let visible_below = |dir: &Path, path: &Path| {
+        path.strip_prefix(dir).is_ok_and(|rel| {
+            rel.components().all(|c| {
+                let name = c.as_os_str().to_string_lossy();
+                !name.starts_with('.') && !name.starts_with('_')
+            })
+        })
+    };
+    let literal_separators = glob::MatchOptions {
+        require_literal_separator: true,
+        ..Default::default()
+    };
+    let tables = [
+        out_abs
+            .join(crate::schema::DOCUMENTS)
+            .join("part-0.parquet"),
+        out_abs
+            .join(super::incremental::RUNS_DIR)
+            .join("run")
+            .join(crate::schema::DOCUMENTS)
+            .join("part-0.parquet"),
+    ];
+    for spec in inputs {
+        let path = Path::new(spec);
+        let read_back = if path.is_dir() {
+            let real = path.canonicalize().ok();
+            visible_below(&absolute(path), &out_abs)
+                || matches!((&real, &out_real), (Some(d), Some(o)) if visible_below(d, o))
+        } else if path.is_file() {
+            false
+        } else {
+            // Not a valid pattern: listing the inputs reports it.
+            glob::Pattern::new(&absolute(path).to_string_lossy()).is_ok_and(|pattern| {
+                tables
+                    .iter()
+                    .any(|t| pattern.matches_path_with(t, literal_separators))
+            })
+        };
+        if read_back {
+            return Err(Error::Config(format!(
+                "output.dir: {} is where the input '{spec}' would read its tables back as input \
+                 next time; choose an output directory outside the inputs",
+                out.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::corpus::text;
-    use crate::error::ErrorClass;
 
     fn row(row: usize, id: Option<&str>, text: &str) -> RowResult {
         RowResult {
@@ -181,28 +324,65 @@ mod tests {
         }
     }
 
+    /// Writes documents `(id, text)` as an input file (a document without text has no content,
+    /// which the reader rejects).
+    fn input(path: &Path, docs: &[(&str, Option<&str>)]) -> Unit {
+        let docs: Vec<Document> = docs
+            .iter()
+            .map(|(id, text)| Document {
+                id: id.to_string(),
+                text: text.map(str::to_string),
+                ..Default::default()
+            })
+            .collect();
+        super::super::sample::write_input_parquet(path, &docs).unwrap();
+        Unit::file(path)
+    }
+
     #[test]
-    fn later_copies_of_an_id_are_rejected_naming_the_first() {
-        let units = vec![PathBuf::from("a.parquet"), PathBuf::from("b.parquet")];
-        let mut screen = Screen::new(InputChecks::default(), units);
-        assert!(screen.check(0, row(3, Some("x"), "One.")).doc.is_ok());
-        assert!(screen.check(0, row(4, None, "")).doc.is_err());
-        assert!(screen.check(0, row(5, Some("y"), "Two.")).doc.is_ok());
-        let again = screen.check(1, row(0, Some("x"), "Other."));
+    fn the_first_copy_of_an_id_in_plan_order_wins_in_every_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = input(
+            &dir.path().join("a.parquet"),
+            &[("w", Some("Zero.")), ("x", Some("One.")), ("z", None)],
+        );
+        let b = input(
+            &dir.path().join("b.parquet"),
+            &[
+                ("x", Some("Other.")),
+                ("z", Some("Fine.")),
+                ("y", Some("Two.")),
+            ],
+        );
+        let first = FirstSeen::scan(&[a.clone(), b.clone()], &Default::default(), 2).unwrap();
+        // Only repeated ids are kept.
+        assert_eq!(first.first.len(), 2);
+        let a_path = a.path.display().to_string();
+        // A run of `b` alone (another shard, or a resumed run) knows about the copies in `a`.
+        let screen = Screen::new(InputChecks::default(), &first, std::slice::from_ref(&b));
+        let again = screen.check(0, row(0, Some("x"), "Other."));
         assert_eq!(
             again.doc.unwrap_err(),
-            "duplicate id \"x\": first seen in a.parquet row 3"
+            format!("duplicate id \"x\": first seen in {a_path} row 1")
         );
         assert_eq!(again.id.as_deref(), Some("x"));
-        // A rejected first occurrence still claims the id.
-        let bad = RowResult {
-            row: 1,
-            id: Some("z".into()),
-            doc: Err("null text".into()),
-        };
-        assert!(screen.check(1, bad).doc.is_err());
-        let e = screen.check(1, row(2, Some("z"), "Fine.")).doc.unwrap_err();
-        assert!(e.contains("b.parquet row 1"), "{e}");
+        // A rejected first occurrence (no text) still claims the id.
+        let e = screen.check(0, row(1, Some("z"), "Fine.")).doc.unwrap_err();
+        assert!(e.contains(&format!("{a_path} row 2")), "{e}");
+        assert!(screen.check(0, row(2, Some("y"), "Two.")).doc.is_ok());
+        // The first copies themselves pass.
+        let screen = Screen::new(InputChecks::default(), &first, std::slice::from_ref(&a));
+        assert!(screen.check(0, row(1, Some("x"), "One.")).doc.is_ok());
+        assert!(screen.check(0, row(0, Some("w"), "Zero.")).doc.is_ok());
+        // Repeats inside one unit: the lower row wins.
+        let c = input(
+            &dir.path().join("c.parquet"),
+            &[("v", Some("A.")), ("v", Some("B."))],
+        );
+        let first = FirstSeen::scan(std::slice::from_ref(&c), &Default::default(), 1).unwrap();
+        let screen = Screen::new(InputChecks::default(), &first, std::slice::from_ref(&c));
+        assert!(screen.check(0, row(0, Some("v"), "A.")).doc.is_ok());
+        assert!(screen.check(0, row(1, Some("v"), "B.")).doc.is_err());
     }
 
     #[test]
@@ -212,7 +392,8 @@ mod tests {
             max_chars: 20,
             strict: false,
         };
-        let mut screen = Screen::new(checks, vec![PathBuf::from("a.parquet")]);
+        let none = FirstSeen::default();
+        let screen = Screen::new(checks, &none, &[Unit::file(Path::new("a.parquet"))]);
         // "Ann saw Bo ." is four words and 11 characters: at both limits, accepted.
         assert!(screen
             .check(0, row(0, Some("a"), "Ann saw Bo."))
@@ -267,5 +448,36 @@ mod tests {
             assert!(msg.contains("output directory is not usable"), "{msg}");
             assert!(msg.contains(&bad.display().to_string()), "{msg}");
         }
+    }
+
+    #[test]
+    fn an_output_directory_the_inputs_would_read_back_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = dir.path().join("corpus");
+        std::fs::create_dir_all(corpus.join("2024")).unwrap();
+        let spec = |p: &Path| p.to_string_lossy().into_owned();
+        let check = |out: &Path, input: &str| check_output_outside_inputs(out, &[input.into()]);
+        let e = check(&corpus.join("kb"), &spec(&corpus)).unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Config, "{e}");
+        assert!(e.to_string().contains("output.dir"), "{e}");
+        check(&corpus.join("2024/kb"), &spec(&corpus)).unwrap_err();
+        // Spelled another way, or through a symbolic link to the corpus.
+        std::os::unix::fs::symlink(&corpus, dir.path().join("link")).unwrap();
+        std::fs::create_dir_all(dir.path().join("link/kb")).unwrap();
+        check(&dir.path().join("link/kb"), &spec(&corpus)).unwrap_err();
+        check(&corpus.join("./x/../kb"), &spec(&corpus)).unwrap_err();
+        // Globs that would match the tables' part files.
+        let all = spec(&corpus.join("**/*.parquet"));
+        check(&corpus.join("kb"), &all).unwrap_err();
+        check(
+            &corpus.join("2024/kb"),
+            &spec(&corpus.join("2024/*/*/*.parquet")),
+        )
+        .unwrap_err();
+        // Not read back: beside the corpus, under a hidden name, or out of a glob's reach.
+        check(&dir.path().join("kb"), &spec(&corpus)).unwrap();
+        check(&corpus.join("_kb"), &spec(&corpus)).unwrap();
+        check(&corpus.join("kb"), &spec(&corpus.join("*.parquet"))).unwrap();
+        check(&dir.path().join("kb"), &all).unwrap();
     }
 }

@@ -521,7 +521,13 @@ impl Increment {
         };
         let comparison = compare(&baseline, scans, model_id);
         let w = PartWriter::new(run_dir, &[schema::CHANGES], format, compression)?;
-        for (i, chunk) in comparison.changes.chunks(rows_per_part).enumerate() {
+        // A run without changes still has the table (one empty part), like every other table.
+        let no_changes: [&[ChangeRow]; 1] = [&[]];
+        let chunks: Vec<&[ChangeRow]> = match comparison.changes.is_empty() {
+            true => no_changes.to_vec(),
+            false => comparison.changes.chunks(rows_per_part).collect(),
+        };
+        for (i, chunk) in chunks.into_iter().enumerate() {
             w.write(
                 schema::CHANGES,
                 &format!("part-{i:05}"),
@@ -559,6 +565,7 @@ impl Increment {
                 hash: u.hash.clone(),
                 source_file: u.path.clone(),
                 row_groups: u.row_groups.clone(),
+                rows: u.rows.clone(),
                 parts: TABLES.iter().map(|t| (t.to_string(), Vec::new())).collect(),
                 documents: DocCounts::default(),
                 finished: manifest::now(),

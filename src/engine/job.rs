@@ -5,6 +5,8 @@
 //! the dotted name of its field, so a typo never silently falls back to a default. Relative paths
 //! resolve against the job file's folder, so a job runs the same from any working directory.
 
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -404,6 +406,14 @@ impl Job {
                 self.cpu_threads()
             ));
         }
+        let cores = available_cores();
+        if self.threads > cores {
+            return Err(format!(
+                "threads: {} is more than the {cores} cores this process may use (0 uses them \
+                 all); more threads than cores only contend for them",
+                self.threads
+            ));
+        }
         if b.lookahead < b.max_docs {
             return Err(format!(
                 "batch.lookahead: {} is smaller than batch.max_docs ({}); the look-ahead window \
@@ -454,7 +464,7 @@ impl Job {
         if self.threads > 0 {
             self.threads
         } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            available_cores()
         }
     }
 
@@ -469,8 +479,9 @@ impl Job {
         }
     }
 
-    /// Expands `input.paths` into a sorted, de-duplicated list of Parquet files. Directories
-    /// contribute every `*.parquet` below them; a path or pattern matching nothing is an error.
+    /// Expands `input.paths` into a sorted list of Parquet files, each file once however many
+    /// paths name it. Directories contribute every `*.parquet` below them; a path or pattern
+    /// matching nothing is an error.
     pub fn input_files(&self) -> Result<Vec<PathBuf>> {
         let mut files = Vec::new();
         for spec in &self.input.paths {
@@ -501,10 +512,22 @@ impl Job {
                 )));
             }
         }
+        // One file under two spellings (`./in/x.parquet` and `in/x.parquet`, a symbolic or a
+        // hard link) is one input: read twice, its rows would be rejected as duplicates.
         files.sort();
-        files.dedup();
+        let mut seen = HashSet::new();
+        files.retain(|f| match std::fs::metadata(f) {
+            Ok(m) => seen.insert((m.dev(), m.ino())),
+            // Planning reports it by name.
+            Err(_) => true,
+        });
         Ok(files)
     }
+}
+
+/// Cores this process may use (its CPU affinity and quota).
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Removes `.` and `name/..` lexically (`jobs/../out` -> `out`), so logs and tables show the
@@ -718,6 +741,10 @@ mod tests {
         assert!(job.validate().unwrap_err().starts_with("devices"));
         let job = Job::parse(&format!("threads = 2\ncpu_replicas = 3\n{MINIMAL}")).unwrap();
         assert!(job.validate().unwrap_err().starts_with("cpu_replicas"));
+        // Thousands of threads exhaust memory and the thread limit long before any work.
+        let job = Job::parse(&format!("threads = 10000\n{MINIMAL}")).unwrap();
+        let err = job.validate().unwrap_err();
+        assert!(err.starts_with("threads: 10000 is more than"), "{err}");
         let err = Job::parse(&format!("{MINIMAL}\n[output2]\n")).unwrap_err();
         assert!(err.contains("output2"), "{err}");
     }
@@ -746,6 +773,28 @@ mod tests {
                 dir.path().join("docs/b.parquet")
             ]
         );
+
+        // One file under several spellings is one input.
+        let docs = dir.path().join("docs");
+        std::os::unix::fs::symlink(docs.join("a.parquet"), dir.path().join("link.parquet"))
+            .unwrap();
+        std::fs::hard_link(docs.join("b.parquet"), dir.path().join("hard.parquet")).unwrap();
+        let spellings = JobOverrides {
+            input: [
+                "docs/./a.parquet",
+                "docs/a.parquet",
+                "docs/../docs/a.parquet",
+                "link.parquet",
+                "hard.parquet",
+                "docs",
+            ]
+            .iter()
+            .map(|p| dir.path().join(p).to_string_lossy().into_owned())
+            .collect(),
+            ..Default::default()
+        };
+        let job = Job::load_with(&job_path, &spellings).unwrap();
+        assert_eq!(job.input_files().unwrap().len(), 2);
 
         let overrides = JobOverrides {
             input: vec![dir.path().join("docs").to_string_lossy().into_owned()],

@@ -6,6 +6,7 @@
 //! OUT/_manifest/units/<unit>.json     one per finished unit: its parts and counts
 //! OUT/_manifest/shards/<i>-of-<n>.json one per finished shard
 //! OUT/_staging/<unit>/<table>/        parts of a unit in progress (never read by users)
+//! OUT/_leases/<i>-of-<n>.json         the process writing shard i of n (see [`super::lease`])
 //! OUT/_SUCCESS                        written once every planned unit is finished
 //! ```
 //!
@@ -15,7 +16,9 @@
 //! `part-<unit>-*`, which [`Manifest::discard`] deletes before the unit is redone. Readers skip
 //! names starting with `_` or `.`, so `_manifest`, `_staging` and `_SUCCESS` never show up as data.
 //! A later run may add fields to the records (they are read leniently); a unit's `documents`
-//! parts already hold every document's id, content hash and model id.
+//! parts already hold every document's id, content hash and model id. A finished job has at
+//! least one part in every table (an empty one where no unit wrote rows), so readers that list
+//! `TABLE/*.parquet` always find the table and its schema.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -27,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::job::{Compression, Job, OutputFormat};
 use super::pipeline::{ModelInfo, Unit, TABLES};
-use super::plan::Shard;
+use super::plan::{PlannedUnit, Shard};
 use crate::error::{Error, Result};
 use crate::model::Thresholds;
 use crate::output::writer::sync_dir;
@@ -37,6 +40,8 @@ pub const MANIFEST_DIR: &str = "_manifest";
 pub const STAGING_DIR: &str = "_staging";
 pub const SUCCESS_FILE: &str = "_SUCCESS";
 const JOB_FILE: &str = "job.json";
+/// The stem of the empty part a finished job leaves in a table no unit wrote rows to.
+const EMPTY_PART: &str = "part-empty-00000";
 const UNITS_DIR: &str = "units";
 const SHARDS_DIR: &str = "shards";
 
@@ -75,21 +80,41 @@ pub struct JobFingerprint {
     pub units: Vec<UnitFingerprint>,
 }
 
-/// A unit as planned. The file size catches an input replaced between a kill and a resume. The
-/// path is only for messages: shards may mount the inputs elsewhere, and the hash already names
-/// the file as every machine does (see [`super::plan`]).
+/// A unit as planned. The file's identity (size, modification time, footer hash) catches an
+/// input replaced between a kill and a resume, also by one of the same size. The path is only
+/// for messages: shards may mount the inputs elsewhere, and the hash already names the file as
+/// every machine does (see [`super::plan`]). Manifests written before the identity had only the
+/// size: they compare as another job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UnitFingerprint {
     pub hash: String,
     pub path: PathBuf,
     pub row_groups: Option<Range<usize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<Range<usize>>,
     pub file_bytes: u64,
+    #[serde(default)]
+    pub file_modified_ns: u64,
+    #[serde(default)]
+    pub file_footer: String,
+}
+
+impl UnitFingerprint {
+    fn key(&self) -> impl PartialEq + '_ {
+        (
+            &self.hash,
+            &self.row_groups,
+            &self.rows,
+            self.file_bytes,
+            self.file_modified_ns,
+            &self.file_footer,
+        )
+    }
 }
 
 impl PartialEq for UnitFingerprint {
     fn eq(&self, other: &Self) -> bool {
-        (&self.hash, &self.row_groups, self.file_bytes)
-            == (&other.hash, &other.row_groups, other.file_bytes)
+        self.key() == other.key()
     }
 }
 
@@ -98,7 +123,7 @@ impl JobFingerprint {
         job: &Job,
         model: &ModelInfo,
         thresholds: Thresholds,
-        planned: &[Unit],
+        planned: &[PlannedUnit],
     ) -> Result<Self> {
         let config = serde_json::to_vec(&model.config).map_err(|e| Error::Json {
             path: job.model_dir().join(crate::model::folder::CONFIG_FILE),
@@ -106,16 +131,16 @@ impl JobFingerprint {
         })?;
         let units = planned
             .iter()
-            .map(|u| {
-                let meta = std::fs::metadata(&u.path).map_err(|e| Error::io(&u.path, e))?;
-                Ok(UnitFingerprint {
-                    hash: u.hash.clone(),
-                    path: u.path.clone(),
-                    row_groups: u.row_groups.clone(),
-                    file_bytes: meta.len(),
-                })
+            .map(|PlannedUnit { unit, file, .. }| UnitFingerprint {
+                hash: unit.hash.clone(),
+                path: unit.path.clone(),
+                row_groups: unit.row_groups.clone(),
+                rows: unit.rows.clone(),
+                file_bytes: file.bytes,
+                file_modified_ns: file.modified_ns,
+                file_footer: file.footer.clone(),
             })
-            .collect::<Result<_>>()?;
+            .collect();
         let columns = job.input.columns();
         Ok(JobFingerprint {
             jerex_version: env!("CARGO_PKG_VERSION").into(),
@@ -199,6 +224,8 @@ pub struct UnitRecord {
     pub hash: String,
     pub source_file: PathBuf,
     pub row_groups: Option<Range<usize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<Range<usize>>,
     /// Part files per table (every table is present, possibly with no parts).
     pub parts: BTreeMap<String, Vec<PartRecord>>,
     pub documents: DocCounts,
@@ -401,6 +428,8 @@ impl Manifest {
         format: OutputFormat,
         compression: Compression,
     ) -> Result<PartWriter> {
+        // Staging folders are per unit: a run whose lease was taken over must not touch them.
+        super::lease::verify(&self.out)?;
         let dir = self.staging(&unit.hash);
         remove_dir_if_exists(&dir)?;
         PartWriter::new(&dir, &TABLES, format, compression)
@@ -410,6 +439,8 @@ impl Manifest {
     /// first and the new one comes last, so at every instant either the record matches the
     /// tables or there is no record (and a resume redoes the unit).
     pub fn commit(&self, record: &UnitRecord) -> Result<()> {
+        // A run whose lease was taken over leaves the tables to the new holder.
+        super::lease::verify(&self.out)?;
         let path = self.record_path(&record.hash);
         if remove_file_if_exists(&path)? {
             sync_dir(&self.dir().join(UNITS_DIR))?;
@@ -437,13 +468,15 @@ impl Manifest {
 
     /// After this process did its units (`mine`): records its shard of a sharded job when all of
     /// them are finished, and writes `_SUCCESS` when every planned unit is (whichever shard gets
-    /// here last). Returns the totals when the job is complete.
+    /// here last), after an empty part (with `parts`) in each table no unit wrote rows to.
+    /// Returns the totals when the job is complete.
     pub fn finish(
         &self,
         planned: &[Unit],
         mine: &[Unit],
         shard: Shard,
         model_id: &str,
+        parts: &PartWriter,
     ) -> Result<Option<Success>> {
         let finished = self.finished()?;
         let done = |units: &[Unit]| units.iter().all(|u| finished.contains_key(&u.hash));
@@ -478,6 +511,18 @@ impl Manifest {
                 *success.rows.get_mut(t).expect("every table") += record.rows(t);
                 *success.parts.get_mut(t).expect("every table") +=
                     record.parts.get(t).map_or(0, Vec::len);
+            }
+        }
+        for t in TABLES {
+            let count = success.parts.get_mut(t).expect("every table");
+            let empty = parts.part_path(t, EMPTY_PART);
+            if *count > 0 {
+                // Left by an earlier run of the job in which no unit wrote rows here.
+                remove_file_if_exists(&empty)?;
+            } else {
+                let schema = crate::schema::table(t).arrow_schema();
+                parts.write(t, EMPTY_PART, &arrow::array::RecordBatch::new_empty(schema))?;
+                *count = 1;
             }
         }
         write_json_atomic(&self.out.join(SUCCESS_FILE), &success)?;
@@ -626,7 +671,10 @@ mod tests {
                 hash: "h".into(),
                 path: input,
                 row_groups: None,
+                rows: None,
                 file_bytes: 4,
+                file_modified_ns: 7,
+                file_footer: "f".into(),
             }],
         }
     }
@@ -646,6 +694,12 @@ mod tests {
         limits.max_words = 99;
         let err = Manifest::open(&out, &limits, Existing::Resume).unwrap_err();
         assert!(err.to_string().contains("max_words"), "{err}");
+
+        // An input rewritten at the same size (its footer differs): another job.
+        let mut rewritten = f.clone();
+        rewritten.units[0].file_footer = "g".into();
+        let err = Manifest::open(&out, &rewritten, Existing::Resume).unwrap_err();
+        assert!(err.to_string().contains("input units differ"), "{err}");
 
         let mut other = f.clone();
         other.model_id = "m@2".into();

@@ -4,8 +4,9 @@
 //! [`pipeline`] wires the stages; [`bucket`] packs documents into batches under a word-piece
 //! budget; [`worker`] runs one model replica per device behind the small [`Backend`] trait;
 //! [`job`] reads and validates job files; [`plan`] splits the inputs into work units and shares
-//! them out over shards (machines); [`fake`] is a deterministic backend for tests;
-//! [`incremental`] runs only what changed since a job's last run.
+//! them out over shards (machines); [`lease`] keeps a second writer of a shard away; [`fake`] is
+//! a deterministic backend for tests; [`incremental`] runs only what changed since a job's last
+//! run.
 
 pub mod bench;
 pub mod bucket;
@@ -13,6 +14,7 @@ pub mod checks;
 pub mod fake;
 pub mod incremental;
 pub mod job;
+pub mod lease;
 pub mod manifest;
 pub mod pipeline;
 pub mod plan;
@@ -22,6 +24,7 @@ pub mod worker;
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use bench::{bench, BenchArgs, BenchResult};
 pub use job::{Job, JobOverrides};
@@ -105,6 +108,8 @@ pub struct Prepared {
     /// Every unit of the job, whichever shard runs it.
     pub plan: Plan,
     pub shard: Shard,
+    /// This process's lease on the output directory, held until it is dropped.
+    pub lease: lease::Lease,
 }
 
 /// Generates the sample corpus's Parquet files from their committed sources when missing.
@@ -118,18 +123,22 @@ fn ensure_samples(job: &Job) -> Result<()> {
     Ok(())
 }
 
-/// Loads the job, generates sample inputs that are missing, loads the model's CPU side, and
-/// builds the pipeline configuration for `shard`'s units (`progress` decides whether a bar may be
-/// shown).
+/// Loads the job, takes the lease of `shard` on its output directory (`exclusive`: for a run
+/// that rewrites the whole directory), generates sample inputs that are missing, loads the
+/// model's CPU side, and builds the pipeline configuration for `shard`'s units (`progress`
+/// decides whether a bar may be shown).
 pub fn prepare_job(
     path: &Path,
     overrides: &JobOverrides,
     shard: Shard,
+    exclusive: bool,
     progress: bool,
 ) -> Result<Prepared> {
     let job = Job::load_with(path, overrides)?;
     // Before anything slow: an unusable output directory must not cost a model load or a run.
     checks::check_output_dir(&job.output.dir)?;
+    checks::check_output_outside_inputs(&job.output.dir, &job.input.paths)?;
+    let lease = lease::Lease::acquire(&job.output.dir, shard, exclusive)?;
     ensure_samples(&job)?;
     let devices = crate::device::parse_devices(&job.devices)?;
     crate::device::check_available(&devices)?;
@@ -153,6 +162,8 @@ pub fn prepare_job(
         threads: (threads / replicas).max(1),
     };
     let plan = Plan::for_job(&job, path)?;
+    let planned: Vec<Unit> = plan.units.iter().map(|u| u.unit.clone()).collect();
+    let first_seen = checks::FirstSeen::scan(&planned, &job.input.columns(), threads)?;
     let config = PipelineConfig {
         units: plan.shard(shard),
         columns: job.input.columns(),
@@ -169,6 +180,7 @@ pub fn prepare_job(
         keep_batches: false,
         progress,
         checks: job.input_checks(),
+        first_seen: Some(Arc::new(first_seen)),
     };
     Ok(Prepared {
         job,
@@ -177,6 +189,7 @@ pub fn prepare_job(
         config,
         plan,
         shard,
+        lease,
     })
 }
 
@@ -190,7 +203,8 @@ pub fn run(args: &RunArgs) -> Result<Report> {
     // With a bar on screen only warnings interrupt it.
     init_logging(args.log_format, if progress { "warn" } else { "info" });
     let shard = args.shard.resolve()?;
-    let mut p = prepare_job(&args.job, &args.overrides, shard, progress)?;
+    let exclusive = args.existing() == manifest::Existing::Overwrite;
+    let mut p = prepare_job(&args.job, &args.overrides, shard, exclusive, progress)?;
     // An incremental run writes into its own folder below the output directory.
     let increment = match p.job.incremental.enabled {
         true => Some(incremental::Increment::begin(&mut p, args.existing())?),
@@ -202,7 +216,7 @@ pub fn run(args: &RunArgs) -> Result<Report> {
     let mine = p.config.units.clone();
     let out = p.job.output.dir.clone();
     let fingerprint =
-        manifest::JobFingerprint::new(&p.job, &p.model, p.factory.thresholds, &planned)?;
+        manifest::JobFingerprint::new(&p.job, &p.model, p.factory.thresholds, &p.plan.units)?;
     let m = manifest::Manifest::open(&out, &fingerprint, args.existing())?;
     p.config.units = m.todo(&mine, args.existing())?;
     let skipped = mine.len() - p.config.units.len();
@@ -227,7 +241,13 @@ pub fn run(args: &RunArgs) -> Result<Report> {
         let unchanged = increment.as_ref().map_or(&none, |i| i.unchanged());
         pipeline::execute_skipping(&p.config, &p.model, &p.factory, unchanged)?
     };
-    let success = m.finish(&planned, &mine, p.shard, &p.model.model_id)?;
+    let parts = crate::output::PartWriter::new(
+        &out,
+        &pipeline::TABLES,
+        p.job.output.format,
+        p.job.writer.compression,
+    )?;
+    let success = m.finish(&planned, &mine, p.shard, &p.model.model_id, &parts)?;
     if let (Some(inc), Some(s)) = (&increment, &success) {
         inc.finish(s)?;
     }

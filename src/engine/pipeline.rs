@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver};
@@ -25,7 +25,7 @@ use serde::Serialize;
 use tch::Device;
 
 use super::bucket::{Bucketer, Cost};
-use super::checks::{Abort, InputChecks, Screen};
+use super::checks::{Abort, FirstSeen, InputChecks, Screen};
 use super::job::{BatchConfig, Compression, OutputFormat};
 use super::manifest::{self, DocCounts, Manifest, PartRecord, UnitRecord};
 use super::worker::{device_loop, Backend, BackendFactory, Batch, Done, Mode, Outcome};
@@ -34,7 +34,7 @@ use crate::corpus::parquet::{self, InputColumns, RowResult};
 use crate::corpus::Document;
 use crate::device::device_name;
 use crate::encoder::plan_windows;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorClass, Result};
 use crate::model::{folder, ModelConfig, PreparedDoc};
 use crate::output::{
     doc_rows, DocRows, DocumentRow, EntityRow, MentionRow, PartWriter, PendingRows, RelationRow,
@@ -62,11 +62,16 @@ pub const TABLES: [&str; 4] = [
     schema::DOCUMENTS,
 ];
 
-/// A piece of work: an input file or a row-group range of one.
+/// A piece of work: an input file, a row-group range of one, or a row range inside one large
+/// row group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Unit {
     pub path: PathBuf,
     pub row_groups: Option<Range<usize>>,
+    /// Rows of `row_groups` (counted from its first row) when a row group larger than a unit is
+    /// split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<Range<usize>>,
     /// Stable id of the unit (from its path and range): names its part files.
     pub hash: String,
 }
@@ -78,36 +83,57 @@ impl Unit {
 
     /// A unit whose id hashes `path` as given.
     pub fn new(path: &Path, row_groups: Option<Range<usize>>) -> Unit {
-        Unit::keyed(path, &path.to_string_lossy(), row_groups)
+        Unit::keyed(path, &path.to_string_lossy(), row_groups, None)
     }
 
     /// A unit whose id hashes `key` (the path as every machine names it, see
     /// [`super::plan`]) instead of the local path.
-    pub fn keyed(path: &Path, key: &str, row_groups: Option<Range<usize>>) -> Unit {
+    pub fn keyed(
+        path: &Path,
+        key: &str,
+        row_groups: Option<Range<usize>>,
+        rows: Option<Range<usize>>,
+    ) -> Unit {
         let mut key = key.to_string();
         if let Some(r) = &row_groups {
             key.push_str(&format!("#{}..{}", r.start, r.end));
+        }
+        if let Some(r) = &rows {
+            key.push_str(&format!("@{}..{}", r.start, r.end));
         }
         let hash = blake3::hash(key.as_bytes()).to_hex()[..16].to_string();
         Unit {
             path: path.to_path_buf(),
             row_groups,
+            rows,
             hash,
         }
     }
 
     /// Rows of the unit, from the file's footer.
     pub fn rows(&self) -> Result<usize> {
+        if let Some(rows) = &self.rows {
+            return Ok(rows.len());
+        }
         let groups = parquet::row_group_rows(&self.path)?;
         let range = self.row_groups.clone().unwrap_or(0..groups.len());
         Ok(groups.get(range).map_or(0, |g| g.iter().sum()))
     }
 
-    pub(crate) fn open(&self, columns: &InputColumns) -> Result<parquet::DocReader> {
+    fn groups(&self) -> Result<Range<usize>> {
         match &self.row_groups {
-            Some(r) => parquet::open_row_groups(&self.path, columns, r.clone()),
-            None => parquet::open(&self.path, columns),
+            Some(r) => Ok(r.clone()),
+            None => Ok(0..parquet::row_group_count(&self.path)?),
         }
+    }
+
+    pub(crate) fn open(&self, columns: &InputColumns) -> Result<parquet::DocReader> {
+        parquet::open_part(&self.path, columns, self.groups()?, self.rows.clone())
+    }
+
+    /// The unit's rows' ids (see [`parquet::open_ids`]).
+    pub(crate) fn open_ids(&self, columns: &InputColumns) -> Result<parquet::IdReader> {
+        parquet::open_ids(&self.path, columns, self.groups()?, self.rows.clone())
     }
 }
 
@@ -184,6 +210,9 @@ pub struct PipelineConfig {
     pub progress: bool,
     /// Size limits, duplicate ids and strict mode.
     pub checks: InputChecks,
+    /// Where the repeated ids of the whole job first occur (see [`FirstSeen`]); `None` reads
+    /// them from `units`, for a run that is the whole job.
+    pub first_seen: Option<Arc<FirstSeen>>,
 }
 
 #[derive(Debug, Clone)]
@@ -343,6 +372,14 @@ pub fn execute_skipping(
         Some(o) => Some(Manifest::create(&o.dir)?),
         None => None,
     };
+    let scanned;
+    let first_seen = match &cfg.first_seen {
+        Some(f) => f.as_ref(),
+        None => {
+            scanned = FirstSeen::scan(&cfg.units, &cfg.columns, cfg.threads)?;
+            &scanned
+        }
+    };
 
     let n_dev = cfg.devices.len();
     // A unit's error travels with its rows only in strict mode (see the reader).
@@ -362,6 +399,7 @@ pub fn execute_skipping(
             })
             .collect(),
     );
+    let device_errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
     let padded = AtomicU64::new(0);
     let real = AtomicU64::new(0);
     let batches_kept = Mutex::new(Vec::new());
@@ -433,8 +471,7 @@ pub fn execute_skipping(
         let prep_write_tx = write_tx.clone();
         let pool = &pool;
         s.spawn(move || {
-            let paths = cfg.units.iter().map(|u| u.path.clone()).collect();
-            let mut screen = Screen::new(cfg.checks, paths);
+            let screen = Screen::new(cfg.checks, first_seen, &cfg.units);
             let mut memory = ReleaseFollower::default();
             for (unit, rows) in read_rx {
                 memory.follow();
@@ -565,6 +602,7 @@ pub fn execute_skipping(
             let batch_rx = batch_rx.clone();
             let done_tx = done_tx.clone();
             let (first_ready, device_reports) = (&first_ready, &device_reports);
+            let device_errors = &device_errors;
             s.spawn(move || {
                 let ready = ReadyFactory {
                     inner: factory,
@@ -575,6 +613,7 @@ pub fn execute_skipping(
                 {
                     tracing::error!("{e}");
                     device_reports.lock().unwrap()[i].error = Some(e.to_string());
+                    device_errors.lock().unwrap().push(e);
                 }
             });
         }
@@ -625,6 +664,12 @@ pub fn execute_skipping(
     let devices = device_reports.into_inner().unwrap();
     // With no device left the other stages stop early; that is the error to report.
     if devices.iter().all(|d| d.error.is_some()) {
+        // A model folder that cannot be loaded (missing, truncated or mismatched weights) fails
+        // every device alike: the job must be fixed, and a retry would fail the same way.
+        let mut causes = device_errors.into_inner().unwrap();
+        if let Some(i) = causes.iter().position(|e| e.class() == ErrorClass::Config) {
+            return Err(causes.swap_remove(i));
+        }
         let errors: Vec<String> = devices.iter().filter_map(|d| d.error.clone()).collect();
         return Err(Error::Device {
             device: "all".into(),
@@ -737,6 +782,7 @@ impl UnitBuffer {
             hash: unit.hash.clone(),
             source_file: unit.path.clone(),
             row_groups: unit.row_groups.clone(),
+            rows: unit.rows.clone(),
             parts: TABLES
                 .iter()
                 .zip(self.parts)

@@ -1,24 +1,39 @@
 //! Work planning for production runs: the input files split into units (ranges of whole row
-//! groups of about `input.unit_rows` rows), each with a cost read from its Parquet footer, and
-//! the units partitioned over shards (machines), deterministically and balanced by that cost.
+//! groups of about `input.unit_rows` rows, or row ranges of a row group larger than that), each
+//! with a cost read from its Parquet footer, and the units partitioned over shards (machines),
+//! deterministically and balanced by that cost.
 //!
 //! Every process of a sharded job computes the same plan from the same files, so shards need no
 //! coordinator: shard `i` of `n` takes its part of the partition. Unit ids hash each file's path
 //! relative to the job file's folder, so they stay the same wherever the job and its data are
-//! mounted.
+//! mounted; units are in the order of those paths ("plan order"), the same on every machine.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use parquet::file::metadata::ParquetMetaDataReader;
-use serde::Serialize;
+use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
+use serde::{Deserialize, Serialize};
 
 use super::job::{normalize, Job, JobOverrides};
 use super::pipeline::Unit;
-use crate::error::{Error, Result};
+use crate::corpus::parquet::{check_columns, InputColumns};
+use crate::error::{Error, ErrorClass, Result};
+
+/// What identifies an input file's content without reading all of it: its size, modification
+/// time and a hash of its Parquet footer (row groups, column chunk offsets and sizes,
+/// statistics). A rewritten file differs in at least one of them even at the same size.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIdentity {
+    pub bytes: u64,
+    /// Nanoseconds since the Unix epoch (0 where the file system keeps no time).
+    pub modified_ns: u64,
+    /// blake3 of the footer's bytes; empty when the footer is unreadable.
+    pub footer: String,
+}
 
 /// A unit and its estimated cost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,9 +46,12 @@ pub struct PlannedUnit {
     pub bytes: u64,
     /// Bytes read from storage.
     pub compressed_bytes: u64,
+    /// The unit's file, as it was when planned.
+    pub file: FileIdentity,
 }
 
-/// Every unit of a job, in input order (files sorted, row groups ascending).
+/// Every unit of a job, in plan order (files by their machine-independent path, row groups
+/// ascending).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
     pub units: Vec<PlannedUnit>,
@@ -46,38 +64,104 @@ struct GroupSize {
     compressed: u64,
 }
 
-fn footer(path: &Path) -> Result<Vec<GroupSize>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+/// What the planner reads of a file: its row groups, why the job's columns do not fit it (if
+/// they do not), and the hash of its footer.
+struct Footer {
+    groups: Vec<GroupSize>,
+    misfit: Option<String>,
+    hash: String,
+}
+
+/// Reads the footer of the Parquet file `file` of `len` bytes.
+fn footer(path: &Path, file: &mut File, len: u64, columns: &InputColumns) -> Result<Footer> {
+    let corrupt = |message: String| Error::Parquet {
+        path: path.to_path_buf(),
+        message,
+    };
+    let io = |e| Error::io(path, e);
+    let mut tail = [0u8; 8];
+    if len < 12 {
+        return Err(corrupt(format!(
+            "{len} bytes are too few for a Parquet file"
+        )));
+    }
+    file.seek(SeekFrom::End(-8)).map_err(io)?;
+    file.read_exact(&mut tail).map_err(io)?;
     // An I/O failure under the Parquet reader stays an I/O error (see `Plan::new`).
-    let meta = ParquetMetaDataReader::new()
-        .parse_and_finish(&file)
-        .map_err(|e| Error::parquet(path, e))?;
-    Ok(meta
-        .row_groups()
-        .iter()
-        .map(|g| GroupSize {
-            rows: g.num_rows() as usize,
-            bytes: g.total_byte_size() as u64,
-            compressed: g.compressed_size() as u64,
-        })
-        .collect())
+    let meta_len = FooterTail::try_new(&tail)
+        .map_err(|e| Error::parquet(path, e))?
+        .metadata_length() as u64;
+    if meta_len + 8 > len - 4 {
+        return Err(corrupt(format!(
+            "the footer claims {meta_len} bytes of a {len}-byte file"
+        )));
+    }
+    let mut bytes = vec![0u8; meta_len as usize];
+    file.seek(SeekFrom::Start(len - 8 - meta_len)).map_err(io)?;
+    file.read_exact(&mut bytes).map_err(io)?;
+    let meta =
+        ParquetMetaDataReader::decode_metadata(&bytes).map_err(|e| Error::parquet(path, e))?;
+    let file_meta = meta.file_metadata();
+    let schema = parquet::arrow::parquet_to_arrow_schema(
+        file_meta.schema_descr(),
+        file_meta.key_value_metadata(),
+    )
+    .map_err(|e| Error::parquet(path, e))?;
+    Ok(Footer {
+        groups: meta
+            .row_groups()
+            .iter()
+            .map(|g| GroupSize {
+                rows: g.num_rows() as usize,
+                bytes: g.total_byte_size() as u64,
+                compressed: g.compressed_size() as u64,
+            })
+            .collect(),
+        misfit: check_columns(&schema, columns).err(),
+        hash: blake3::hash(&bytes).to_hex()[..16].to_string(),
+    })
+}
+
+/// A unit's share of a file: a range of row groups, and of its rows when one row group larger
+/// than a unit is cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Slice {
+    groups: Range<usize>,
+    rows: Option<Range<usize>>,
 }
 
 /// Consecutive row-group ranges of about `unit_rows` rows: a group joins the current range while
-/// the range stays within `unit_rows`, so a range exceeds it only when a single group does. A file
-/// without row groups is one empty range: it is still a unit, whose (empty) output marks it done.
-fn split(groups: &[GroupSize], unit_rows: usize) -> Vec<Range<usize>> {
-    let mut ranges = Vec::new();
+/// the range stays within `unit_rows`. A group of more rows is cut into row ranges of at most
+/// `unit_rows` (each unit then decodes the group's pages up to its range, a small price against
+/// one machine doing the whole group while the others wait). A file without row groups is one
+/// empty range: it is still a unit, whose (empty) output marks it done.
+fn split(groups: &[GroupSize], unit_rows: usize) -> Vec<Slice> {
+    let whole = |groups: Range<usize>| Slice { groups, rows: None };
+    let mut slices = Vec::new();
     let (mut start, mut rows) = (0, 0);
     for (i, g) in groups.iter().enumerate() {
+        if g.rows > unit_rows {
+            if i > start {
+                slices.push(whole(start..i));
+            }
+            let pieces = g.rows.div_ceil(unit_rows);
+            slices.extend((0..pieces).map(|p| Slice {
+                groups: i..i + 1,
+                rows: Some(g.rows * p / pieces..g.rows * (p + 1) / pieces),
+            }));
+            (start, rows) = (i + 1, 0);
+            continue;
+        }
         if i > start && rows + g.rows > unit_rows {
-            ranges.push(start..i);
+            slices.push(whole(start..i));
             (start, rows) = (i, 0);
         }
         rows += g.rows;
     }
-    ranges.push(start..groups.len());
-    ranges
+    if start < groups.len() || slices.is_empty() {
+        slices.push(whole(start..groups.len()));
+    }
+    slices
 }
 
 /// `file` relative to `base` (both made absolute against the working directory, lexically, so
@@ -106,51 +190,126 @@ fn stable_key(base: &Path, file: &Path) -> String {
     up.chain(down).collect::<Vec<_>>().join("/")
 }
 
+/// Nanoseconds since the Unix epoch of `meta`'s modification time (0 when unknown).
+fn modified_ns(meta: &std::fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 impl Plan {
     /// The plan of a loaded job whose file is `job_path` (unit ids are relative to its folder).
     pub fn for_job(job: &Job, job_path: &Path) -> Result<Plan> {
         let base = job_path.parent().unwrap_or(Path::new(""));
-        Plan::new(&job.input_files()?, base, job.input.unit_rows)
+        Plan::new(
+            &job.input_files()?,
+            base,
+            job.input.unit_rows,
+            &job.input.columns(),
+        )
     }
 
     /// Splits `files` into units of about `unit_rows` rows; ids hash the paths relative to
     /// `base`. A file that fits in one unit stays a whole-file unit (`row_groups: None`).
-    pub fn new(files: &[PathBuf], base: &Path, unit_rows: usize) -> Result<Plan> {
+    ///
+    /// A file that `columns` do not fit is planned like the others (reading it reports the
+    /// problem as that file's bad data), but columns that fit none of the readable files are
+    /// the job's mistake: a configuration error before any work.
+    pub fn new(
+        files: &[PathBuf],
+        base: &Path,
+        unit_rows: usize,
+        columns: &InputColumns,
+    ) -> Result<Plan> {
+        let mut keyed: Vec<(String, &PathBuf)> =
+            files.iter().map(|f| (stable_key(base, f), f)).collect();
+        keyed.sort();
         let mut units = Vec::new();
-        for path in files {
-            let key = stable_key(base, path);
-            let groups = match footer(path) {
-                Ok(groups) => groups,
+        let (mut fitting, mut misfits) = (0, Vec::<String>::new());
+        for (key, path) in keyed {
+            let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+            let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+            let mut identity = FileIdentity {
+                bytes: meta.len(),
+                modified_ns: modified_ns(&meta),
+                footer: String::new(),
+            };
+            let footer = match footer(path, &mut file, meta.len(), columns) {
+                Ok(footer) => footer,
                 // A corrupt or truncated file is still a unit: reading it reports the error
                 // (naming the file) and the other files are processed. Its size on disk stands
                 // in for the cost. Other errors (I/O) end the plan: a machine that reads
                 // differently must not plan differently.
-                Err(e) if e.class() == crate::error::ErrorClass::Data => {
-                    let len = std::fs::metadata(path)
-                        .map_err(|e| Error::io(path, e))?
-                        .len();
+                Err(e) if e.class() == ErrorClass::Data => {
                     units.push(PlannedUnit {
-                        unit: Unit::keyed(path, &key, None),
+                        unit: Unit::keyed(path, &key, None, None),
                         rows: 0,
-                        bytes: len,
-                        compressed_bytes: len,
+                        bytes: identity.bytes,
+                        compressed_bytes: identity.bytes,
+                        file: identity,
                     });
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            for range in split(&groups, unit_rows) {
-                let part = &groups[range.clone()];
-                let whole = range.len() == groups.len();
+            match footer.misfit {
+                None => fitting += 1,
+                Some(m) => misfits.push(format!("{}: {m}", path.display())),
+            }
+            identity.footer = footer.hash;
+            let groups = &footer.groups;
+            for slice in split(groups, unit_rows) {
+                let part = &groups[slice.groups.clone()];
+                let whole = slice.groups.len() == groups.len() && slice.rows.is_none();
+                let (mut rows, mut bytes, mut compressed) = (0, 0, 0);
+                for g in part {
+                    (rows, bytes, compressed) =
+                        (rows + g.rows, bytes + g.bytes, compressed + g.compressed);
+                }
+                if let Some(r) = &slice.rows {
+                    // A share of one group's bytes, by its share of the rows.
+                    let share = |b: u64| b * r.len() as u64 / rows.max(1) as u64;
+                    (rows, bytes, compressed) = (r.len(), share(bytes), share(compressed));
+                }
                 units.push(PlannedUnit {
-                    unit: Unit::keyed(path, &key, (!whole).then_some(range)),
-                    rows: part.iter().map(|g| g.rows).sum(),
-                    bytes: part.iter().map(|g| g.bytes).sum(),
-                    compressed_bytes: part.iter().map(|g| g.compressed).sum(),
+                    unit: Unit::keyed(path, &key, (!whole).then_some(slice.groups), slice.rows),
+                    rows,
+                    bytes,
+                    compressed_bytes: compressed,
+                    file: identity.clone(),
                 });
             }
         }
-        Ok(Plan { units })
+        if let (0, Some(first)) = (fitting, misfits.first()) {
+            return Err(Error::Config(format!(
+                "input.id_column, input.text_column, input.sentences_column: the columns fit \
+                 none of the {} readable input files (e.g. {first})",
+                misfits.len()
+            )));
+        }
+        let plan = Plan { units };
+        plan.check_unique_ids()?;
+        Ok(plan)
+    }
+
+    /// Unit ids name part files and staging folders: two units sharing one would delete each
+    /// other's output. Paths that differ on disk but are the same relative to the job (a `..`
+    /// after a symbolic link) would.
+    fn check_unique_ids(&self) -> Result<()> {
+        let mut seen: HashMap<&str, &Unit> = HashMap::new();
+        for u in &self.units {
+            if let Some(other) = seen.insert(&u.unit.hash, &u.unit) {
+                return Err(Error::Config(format!(
+                    "input.paths: {} and {} are different files under the same path relative \
+                     to the job file (unit id {}); name them without '..' after a symbolic link",
+                    other.path.display(),
+                    u.unit.path.display(),
+                    u.unit.hash
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Unit indices of each of `count` shards, each in plan order. Longest processing time
@@ -402,13 +561,16 @@ impl Partition {
             s.push_str(&line(&shard.index.to_string(), &shard.totals));
             if with_units {
                 for u in &shard.units {
-                    let groups = u
+                    let mut groups = u
                         .unit
                         .row_groups
                         .as_ref()
                         .map_or("all row groups".to_string(), |r| {
                             format!("row groups {}..{}", r.start, r.end)
                         });
+                    if let Some(r) = &u.unit.rows {
+                        groups.push_str(&format!(", rows {}..{}", r.start, r.end));
+                    }
                     s.push_str(&format!(
                         "  {}  {} ({groups}): {} rows, {}\n",
                         u.unit.hash,
@@ -478,14 +640,41 @@ mod tests {
             .collect()
     }
 
+    fn whole(groups: Range<usize>) -> Slice {
+        Slice { groups, rows: None }
+    }
+
+    fn cut(group: usize, rows: Range<usize>) -> Slice {
+        Slice {
+            groups: group..group + 1,
+            rows: Some(rows),
+        }
+    }
+
     #[test]
     fn files_split_on_row_group_boundaries() {
-        assert_eq!(split(&groups(&[]), 10), vec![0..0]);
-        assert_eq!(split(&groups(&[4, 4, 4]), 100), vec![0..3]);
-        assert_eq!(split(&groups(&[4, 4, 4, 4, 4]), 8), vec![0..2, 2..4, 4..5]);
-        // A group larger than the target is a unit of its own, never cut.
-        assert_eq!(split(&groups(&[3, 50, 3, 3]), 8), vec![0..1, 1..2, 2..4]);
-        assert_eq!(split(&groups(&[50]), 8), vec![0..1]);
+        assert_eq!(split(&groups(&[]), 10), vec![whole(0..0)]);
+        assert_eq!(split(&groups(&[4, 4, 4]), 100), vec![whole(0..3)]);
+        assert_eq!(
+            split(&groups(&[4, 4, 4, 4, 4]), 8),
+            vec![whole(0..2), whole(2..4), whole(4..5)]
+        );
+        assert_eq!(split(&groups(&[8]), 8), vec![whole(0..1)]);
+    }
+
+    #[test]
+    fn row_groups_larger_than_a_unit_are_cut_into_row_ranges() {
+        // 50 rows at 8 per unit: 7 ranges of 7 or 8 rows, covering the group exactly.
+        let slices = split(&groups(&[3, 50, 3, 3]), 8);
+        assert_eq!(slices[0], whole(0..1));
+        assert_eq!(slices[1..3], [cut(1, 0..7), cut(1, 7..14)]);
+        assert_eq!(slices[7], cut(1, 42..50));
+        assert_eq!(slices[8..], [whole(2..4)]);
+        assert_eq!(slices.len(), 9);
+        assert_eq!(
+            split(&groups(&[20]), 8),
+            vec![cut(0, 0..6), cut(0, 6..13), cut(0, 13..20)]
+        );
     }
 
     /// A plan of made-up units with the given costs.
@@ -495,10 +684,11 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, &c)| PlannedUnit {
-                    unit: Unit::keyed(Path::new("x.parquet"), "x.parquet", Some(i..i + 1)),
+                    unit: Unit::keyed(Path::new("x.parquet"), "x.parquet", Some(i..i + 1), None),
                     rows: c as usize,
                     bytes: c,
                     compressed_bytes: c / 2,
+                    file: FileIdentity::default(),
                 })
                 .collect(),
         }
@@ -772,6 +962,141 @@ mod tests {
         assert_eq!(defaults.input.unit_rows, 5_000);
     }
 
+    /// `n` rows of `(id, text)` in one row group, ids `{prefix}{i}`.
+    fn write_one_group(path: &Path, prefix: &str, n: usize, text: &dyn Fn(usize) -> String) {
+        use arrow::array::{ArrayRef, StringArray};
+        use std::sync::Arc;
+        let ids: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+        let texts: Vec<String> = (0..n).map(text).collect();
+        let batch = arrow::array::RecordBatch::try_from_iter([
+            ("id", Arc::new(StringArray::from(ids)) as ArrayRef),
+            ("text", Arc::new(StringArray::from(texts)) as ArrayRef),
+        ])
+        .unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_size(n.max(1))
+            .build();
+        let file = File::create(path).unwrap();
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+
+    #[test]
+    fn one_huge_row_group_is_shared_by_every_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("huge.parquet");
+        write_one_group(&file, "d", 20_000, &|i| {
+            format!("Document {i} says little.")
+        });
+        let plan = Plan::new(
+            std::slice::from_ref(&file),
+            dir.path(),
+            5_000,
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(plan.units.len(), 4);
+        let rows: Vec<Option<Range<usize>>> =
+            plan.units.iter().map(|u| u.unit.rows.clone()).collect();
+        assert_eq!(
+            rows,
+            [
+                Some(0..5000),
+                Some(5000..10000),
+                Some(10000..15000),
+                Some(15000..20000)
+            ]
+        );
+        let partition = plan.describe(4, None);
+        for s in &partition.shards {
+            assert_eq!(s.totals.rows, 5_000, "shard {}", s.index);
+        }
+        assert!(partition.table(true).contains("rows 5000..10000"));
+        // Together the units read every row once, numbered as in the file.
+        let mut read = Vec::new();
+        for u in &plan.units {
+            for r in u.unit.open(&Default::default()).unwrap() {
+                read.push(r.unwrap().row);
+            }
+        }
+        assert_eq!(read, (0..20_000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn columns_that_fit_no_input_are_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.parquet");
+        write_docs(&good, 3);
+        let odd = dir.path().join("odd.parquet");
+        write_one_group(&odd, "o", 3, &|i| i.to_string());
+        let body = InputColumns {
+            text: Some("body".into()),
+            sentences: None,
+            ..Default::default()
+        };
+        let e = Plan::new(&[good.clone(), odd.clone()], dir.path(), 10, &body).unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Config, "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("fit none of the 2") && msg.contains("\"body\""),
+            "{msg}"
+        );
+        // Columns that fit one file: the other is that file's problem, found when it is read.
+        let plan = Plan::new(&[good, odd.clone()], dir.path(), 10, &Default::default()).unwrap();
+        assert_eq!(plan.units.len(), 2);
+    }
+
+    #[test]
+    fn two_files_under_one_job_relative_path_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("real/sub")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real/sub"), dir.path().join("link")).unwrap();
+        write_docs(&dir.path().join("x.parquet"), 2);
+        write_docs(&dir.path().join("real/x.parquet"), 2);
+        // link/../x.parquet is real/x.parquet on disk, x.parquet relative to the job.
+        let files = [
+            dir.path().join("x.parquet"),
+            dir.path().join("link/../x.parquet"),
+        ];
+        let e = Plan::new(&files, dir.path(), 10, &Default::default()).unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Config, "{e}");
+        assert!(e.to_string().contains("same path relative"), "{e}");
+    }
+
+    #[test]
+    fn a_rewritten_file_of_the_same_size_has_another_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.parquet");
+        write_one_group(&path, "d", 50, &|i| format!("Alpha text {i:03}."));
+        let identity = |p: &Path| {
+            Plan::new(&[p.to_path_buf()], dir.path(), 100, &Default::default())
+                .unwrap()
+                .units[0]
+                .file
+                .clone()
+        };
+        let before = identity(&path);
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        write_one_group(&path, "d", 50, &|i| format!("Omega text {i:03}."));
+        // Same size, and the same modification time (a copy that keeps times, a coarse clock):
+        // the footer still tells them apart.
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let after = identity(&path);
+        assert_eq!(
+            (after.bytes, after.modified_ns),
+            (before.bytes, before.modified_ns)
+        );
+        assert_ne!(after.footer, before.footer);
+        assert!(!before.footer.is_empty());
+    }
+
     #[test]
     fn unit_ids_do_not_depend_on_where_the_job_is_mounted() {
         let key = |base: &str, file: &str| stable_key(Path::new(base), Path::new(file));
@@ -797,10 +1122,12 @@ mod tests {
             Path::new("/mnt/a/data/x.parquet"),
             "../data/x.parquet",
             None,
+            None,
         );
         let b = Unit::keyed(
             Path::new("/srv/b/data/x.parquet"),
             "../data/x.parquet",
+            None,
             None,
         );
         assert_eq!(a.hash, b.hash);
@@ -808,7 +1135,15 @@ mod tests {
             Path::new("/srv/b/data/x.parquet"),
             "../data/x.parquet",
             Some(0..1),
+            None,
         );
         assert_ne!(a.hash, c.hash, "ranges of one file have their own ids");
+        let d = Unit::keyed(
+            Path::new("/srv/b/data/x.parquet"),
+            "../data/x.parquet",
+            Some(0..1),
+            Some(0..5),
+        );
+        assert_ne!(c.hash, d.hash, "row ranges of one group have their own ids");
     }
 }
