@@ -67,6 +67,35 @@ impl PieceDecoder {
     }
 }
 
+/// Rows of the word-shape table: 0 for special tokens and padding, then the shapes of
+/// [`word_shape`].
+pub const WORD_SHAPES: i64 = 7;
+
+/// The shape of a word as the encoder's input sees it (an uncased vocabulary loses it): 1 all
+/// lowercase, 2 capitalized, 3 all capitals (two letters or more), 4 other mixed case, 5 digits
+/// without letters, 6 anything else (punctuation, symbols).
+pub fn word_shape(word: &str) -> u8 {
+    let letters = word.chars().filter(|c| c.is_alphabetic()).count();
+    if letters == 0 {
+        return if word.chars().any(|c| c.is_numeric()) {
+            5
+        } else {
+            6
+        };
+    }
+    let upper = word.chars().filter(|c| c.is_uppercase()).count();
+    let first_upper = word
+        .chars()
+        .find(|c| c.is_alphabetic())
+        .is_some_and(char::is_uppercase);
+    match upper {
+        0 => 1,
+        1 if first_upper => 2,
+        n if n == letters && letters >= 2 => 3,
+        _ => 4,
+    }
+}
+
 /// A document as word pieces.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TokenizedDoc {
@@ -392,6 +421,17 @@ mod tests {
         assert_eq!(decoder.decode(&ids("I do not")), "i do not");
         assert_eq!(decoder.decode(&ids("it 's")), "it's");
         assert_eq!(decoder.decode(&[shipped.unk_id()]), "[UNK]");
+    }
+
+    #[test]
+    fn word_shapes() {
+        let shapes: Vec<u8> = [
+            "paris", "Paris", "USA", "iPhone", "McDonald", "1887", "3.5", ",", "é", "É", "A",
+        ]
+        .into_iter()
+        .map(word_shape)
+        .collect();
+        assert_eq!(shapes, [1, 2, 3, 4, 4, 5, 5, 6, 1, 2, 2]);
     }
 
     #[test]

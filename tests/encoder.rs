@@ -239,6 +239,50 @@ fn unframed_windows_encode_the_bare_pieces() {
 }
 
 #[test]
+fn word_shapes_add_their_rows_to_the_input_embeddings() {
+    let (_vs, enc) = tiny_encoder(4, TINY_WINDOW);
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    let _guard = tch::no_grad_guard();
+    let doc = random_ids(&mut rng, 100, 3, TINY_VOCAB);
+    let shapes: Vec<i64> = (0..100).map(|i| 1 + i % 6).collect();
+    let plain = enc.encode(&[&doc], false);
+    // A zero table (as training starts) changes nothing; a learned one changes the states.
+    let zero = enc.with_shape_embeddings(Tensor::zeros([7, 32], (Kind::Float, Device::Cpu)));
+    let shaped = zero.encode_shaped(&[&doc], Some(&[&shapes]), false);
+    assert_eq!(max_abs_diff(&plain.states, &shaped.states), 0.0);
+    let learned = zero.with_shape_embeddings(Tensor::randn([7, 32], (Kind::Float, Device::Cpu)));
+    let shaped = learned.encode_shaped(&[&doc], Some(&[&shapes]), false);
+    assert!(max_abs_diff(&plain.states, &shaped.states) > 0.1);
+    // Windows keep each piece's shape: a short document alone matches its direct forward.
+    let short = &doc[..20];
+    let out = learned.encode_shaped(&[short], Some(&[&shapes[..20]]), false);
+    let mut seq = vec![TINY_SPECIALS.cls];
+    seq.extend_from_slice(short);
+    seq.push(TINY_SPECIALS.sep);
+    let mut seq_shapes = vec![0i64];
+    seq_shapes.extend_from_slice(&shapes[..20]);
+    seq_shapes.push(0);
+    let n = seq.len() as i64;
+    let extra = learned
+        .shape_table()
+        .unwrap()
+        .index_select(0, &Tensor::from_slice(&seq_shapes))
+        .view([1, n, 32]);
+    let direct = learned
+        .bert
+        .forward_in(
+            &Tensor::from_slice(&seq).view([1, n]),
+            &Tensor::ones([1, n], (Kind::Int64, Device::Cpu)),
+            Some(&extra),
+            false,
+            Kind::Float,
+        )
+        .squeeze_dim(0)
+        .narrow(0, 1, n - 2);
+    assert!(max_abs_diff(&out.states, &direct) <= 1e-5);
+}
+
+#[test]
 fn reduced_precision_stays_close_and_masks_padding_safely() {
     let (_vs, enc) = tiny_encoder(10, TINY_WINDOW);
     let mut rng = ChaCha8Rng::seed_from_u64(16);
@@ -251,7 +295,7 @@ fn reduced_precision_stays_close_and_masks_padding_safely() {
     let _guard = tch::no_grad_guard();
     let full = enc.bert.forward_t(&ids, &mask, false);
     for kind in [Kind::BFloat16, Kind::Half] {
-        let reduced = enc.bert.forward_in(&ids, &mask, false, kind);
+        let reduced = enc.bert.forward_in(&ids, &mask, None, false, kind);
         assert_eq!(reduced.kind(), Kind::Float);
         assert!(
             bool::try_from(reduced.isfinite().all()).unwrap(),

@@ -132,6 +132,8 @@ fn args(root: &Path, output: &str) -> TrainArgs {
         // The default model's speed settings, so their code paths are trained here too.
         freeze_word_embeddings: true,
         attention_dropout: Some(0.0),
+        // Trained, saved and loaded with the word-shape table, so that path is covered too.
+        word_shapes: true,
     }
 }
 

@@ -128,25 +128,30 @@ impl BertModel {
     /// `input_ids [B, T]` (i64), `attention_mask [B, T]` (1 = real token) → `[B, T, H]` fp32.
     /// Token types are all 0 and positions `0..T`; dropout only when `train`.
     pub fn forward_t(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {
-        self.forward_in(input_ids, attention_mask, train, Kind::Float)
+        self.forward_in(input_ids, attention_mask, None, train, Kind::Float)
     }
 
     /// As [`forward_t`](Self::forward_t) with matmuls and attention in `compute` (fp32, bf16 or
     /// fp16). Embeddings, LayerNorms and the residual stream stay fp32, as under autocast, so the
     /// output is fp32 whatever `compute` is.
+    /// `extra` (`[B, T, H]`), when given, is added to the embeddings before their LayerNorm.
     pub fn forward_in(
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
+        extra: Option<&Tensor>,
         train: bool,
         compute: Kind,
     ) -> Tensor {
         let (batch, len) = input_ids.size2().expect("input_ids must be [B, T]");
         let e = &self.embeddings;
         let positions = Tensor::arange(len, (Kind::Int64, input_ids.device()));
-        let embedded = Tensor::embedding(&e.word, input_ids, -1, false, false)
+        let mut embedded = Tensor::embedding(&e.word, input_ids, -1, false, false)
             + e.position.index_select(0, &positions)
             + e.token_type.get(0);
+        if let Some(extra) = extra {
+            embedded += extra;
+        }
         let mut xs = e
             .layer_norm
             .forward(&embedded)

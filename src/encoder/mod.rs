@@ -53,6 +53,8 @@ pub struct Encoder {
     window: WindowConfig,
     precision: Precision,
     max_batch_tokens: usize,
+    /// `[shapes, H]`: added to each piece's input embedding by its word's shape.
+    shape_embeddings: Option<Tensor>,
 }
 
 impl Encoder {
@@ -73,7 +75,15 @@ impl Encoder {
             window,
             precision,
             max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
+            shape_embeddings: None,
         })
+    }
+
+    /// Adds `table[shape]` (`[shapes, H]`) to each piece's input embedding, by the shape ids
+    /// given to [`encode_shaped`](Self::encode_shaped) (0 for special tokens and padding).
+    pub fn with_shape_embeddings(mut self, table: Tensor) -> Encoder {
+        self.shape_embeddings = Some(table);
+        self
     }
 
     /// Sets the padded-token budget of one forward pass (a single window longer than the budget
@@ -81,6 +91,11 @@ impl Encoder {
     pub fn with_max_batch_tokens(mut self, max_batch_tokens: usize) -> Encoder {
         self.max_batch_tokens = max_batch_tokens;
         self
+    }
+
+    /// The word-shape table, when the encoder has one.
+    pub fn shape_table(&self) -> Option<&Tensor> {
+        self.shape_embeddings.as_ref()
     }
 
     pub fn config(&self) -> &BertConfig {
@@ -112,7 +127,19 @@ impl Encoder {
     /// when `train`; gradients flow to the encoder's parameters unless the caller runs this under
     /// `tch::no_grad`. Output rows are fp32 whatever the precision.
     pub fn encode(&self, docs: &[&[i64]], train: bool) -> Encoded {
+        self.encode_shaped(docs, None, train)
+    }
+
+    /// As [`encode`](Self::encode), with each piece's word shape (`shapes[d][i]` for piece `i`
+    /// of document `d`) when the encoder has a shape table.
+    pub fn encode_shaped(
+        &self,
+        docs: &[&[i64]],
+        shapes: Option<&[&[i64]]>,
+        train: bool,
+    ) -> Encoded {
         let device = self.device();
+        let shapes = shapes.filter(|_| self.shape_embeddings.is_some());
         let compute = self.precision().autocast_kind().unwrap_or(Kind::Float);
 
         // Every window of every document, as (doc, window) in document order.
@@ -141,6 +168,14 @@ impl Encoder {
             let len = batch.iter().map(|&i| lengths[i]).max().unwrap_or(0);
             let mut ids = vec![self.specials.pad; batch.len() * len];
             let mut mask = vec![0i64; batch.len() * len];
+            let mut shape_ids = vec![
+                0i64;
+                if shapes.is_some() {
+                    batch.len() * len
+                } else {
+                    0
+                }
+            ];
             for (row, &i) in batch.iter().enumerate() {
                 let (d, w) = windows[i];
                 let at = row * len;
@@ -150,13 +185,27 @@ impl Encoder {
                 }
                 ids[at + framed..at + lengths[i] - framed]
                     .copy_from_slice(&docs[d][w.start..w.end]);
+                if let Some(shapes) = shapes {
+                    shape_ids[at + framed..at + lengths[i] - framed]
+                        .copy_from_slice(&shapes[d][w.start..w.end]);
+                }
                 mask[at..at + lengths[i]].fill(1);
                 first_row[i] = base + (row * len + framed) as i64;
             }
             let shape = [batch.len() as i64, len as i64];
             let ids = Tensor::from_slice(&ids).view(shape).to_device(device);
             let mask = Tensor::from_slice(&mask).view(shape).to_device(device);
-            let out = self.bert.forward_in(&ids, &mask, train, compute);
+            let extra = match (&self.shape_embeddings, shapes) {
+                (Some(table), Some(_)) => Some(
+                    table
+                        .index_select(0, &Tensor::from_slice(&shape_ids).to_device(device))
+                        .view([shape[0], shape[1], -1]),
+                ),
+                _ => None,
+            };
+            let out = self
+                .bert
+                .forward_in(&ids, &mask, extra.as_ref(), train, compute);
             outputs.push(out.reshape([-1, self.bert.hidden_size()]));
             passes.push((batch.len(), len));
             base += (batch.len() * len) as i64;

@@ -101,6 +101,11 @@ pub struct HeadConfig {
     /// The strings whose edit distance the coreference head reads at inference.
     #[serde(default)]
     pub coref_strings: CorefStrings,
+    /// Adds a learned embedding of each word's shape (capitals, digits; see
+    /// [`word_shape`](crate::tokenize::word_shape)) to its word pieces' encoder input, so an
+    /// uncased encoder can tell names from common words. Off in the reference.
+    #[serde(default)]
+    pub word_shapes: bool,
 }
 
 /// The direction in which coreference scores each unordered mention pair at inference (the
@@ -143,6 +148,7 @@ impl Default for HeadConfig {
             dropout: 0.1,
             coref_pair_order: CorefPairOrder::default(),
             coref_strings: CorefStrings::default(),
+            word_shapes: false,
         }
     }
 }

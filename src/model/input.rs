@@ -59,6 +59,16 @@ impl PreparedDoc {
         self.tokens.ids.iter().map(|&i| i64::from(i)).collect()
     }
 
+    /// Per word piece, the [`word_shape`](crate::tokenize::word_shape) of its word.
+    pub fn piece_shapes(&self) -> Vec<i64> {
+        let mut shapes = vec![0i64; self.piece_count()];
+        for (word, &(start, end)) in self.doc.words().zip(&self.tokens.word_pieces) {
+            let shape = i64::from(crate::tokenize::word_shape(&word.text));
+            shapes[start as usize..end as usize].fill(shape);
+        }
+        shapes
+    }
+
     pub fn piece_count(&self) -> usize {
         self.tokens.ids.len()
     }

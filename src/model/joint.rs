@@ -208,8 +208,16 @@ impl JerexModel {
         let heads = &cfg.heads;
         let n_et = cfg.entity_types.len() as i64;
         let n_rt = cfg.relation_types.len() as i64;
+        let mut encoder = Encoder::new(p / "bert", &cfg.encoder, specials, cfg.window, precision)?;
+        if heads.word_shapes {
+            // Zeros: training starts from the pretrained encoder's own inputs.
+            let table = (p / "word_shape_embeddings")
+                .set_group(crate::layers::DECAY)
+                .zeros("weight", &[crate::tokenize::WORD_SHAPES, hidden]);
+            encoder = encoder.with_shape_embeddings(table);
+        }
         Ok(JerexModel {
-            encoder: Encoder::new(p / "bert", &cfg.encoder, specials, cfg.window, precision)?,
+            encoder,
             mention: MentionLocalization::new(p / "mention_localization", hidden, heads),
             coref: CoreferenceResolution::new(p / "coreference_resolution", hidden, heads),
             entity: EntityClassification::new(
@@ -323,7 +331,13 @@ impl JerexModel {
     fn encode_states<'a>(&self, docs: &'a [PreparedDoc], train: bool) -> EncodedBatch<'a> {
         let ids: Vec<Vec<i64>> = docs.iter().map(PreparedDoc::piece_ids).collect();
         let refs: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
-        let encoded = self.encoder.encode(&refs, train);
+        let encoded = if self.config.heads.word_shapes {
+            let shapes: Vec<Vec<i64>> = docs.iter().map(PreparedDoc::piece_shapes).collect();
+            let shape_refs: Vec<&[i64]> = shapes.iter().map(Vec::as_slice).collect();
+            self.encoder.encode_shaped(&refs, Some(&shape_refs), train)
+        } else {
+            self.encoder.encode(&refs, train)
+        };
         EncodedBatch {
             docs,
             states: encoded.states,

@@ -107,6 +107,10 @@ pub struct TrainArgs {
     /// MiniLM's parameters, so this roughly halves the optimizer's work per step.
     #[arg(long)]
     pub freeze_word_embeddings: bool,
+    /// Add a learned word-shape embedding (capitals, digits) to the encoder input
+    /// (`heads.word_shapes`): the uncased encoder cannot see capitals otherwise.
+    #[arg(long)]
+    pub word_shapes: bool,
     /// Dropout on attention probabilities (default: the encoder's config). 0 lets libtorch use
     /// its fused attention kernels forward and backward, the largest single saving in training.
     #[arg(long)]
@@ -681,6 +685,7 @@ fn fresh_model(
         thresholds: Thresholds::default(),
         heads: HeadConfig {
             relation_head: args.relation_head,
+            word_shapes: args.word_shapes,
             ..HeadConfig::default()
         },
         window,
@@ -736,6 +741,10 @@ fn fingerprint(args: &TrainArgs, train: &[Document], validation: &[Document]) ->
             .map_or(String::new(), |p| p.to_string())
     );
     h.update(settings.as_bytes());
+    // Appended only when set, so checkpoints made before the flag existed still resume.
+    if args.word_shapes {
+        h.update(b"|word_shapes");
+    }
     h.finalize().to_hex().to_string()
 }
 
