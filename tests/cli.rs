@@ -1,5 +1,6 @@
 //! The binary as a user meets it: starts without LD_LIBRARY_PATH (libtorch found through the
-//! embedded rpath), `--help` lists the subcommands, and `doctor` can load libtorch_cuda.
+//! embedded rpath), `--help` lists the subcommands, `doctor` can load libtorch_cuda, and a bad
+//! flag value is a configuration error.
 
 use std::process::Command;
 
@@ -33,4 +34,15 @@ fn doctor_reports_libtorch_and_loads_torch_cuda() {
     assert!(text.contains("libtorch: 2.11.0"), "{text}");
     assert!(text.contains("cuda: loaded"), "{text}");
     assert!(text.contains("threads:"), "{text}");
+}
+
+#[test]
+fn tune_refuses_an_unknown_target_as_bad_configuration() {
+    let out = jerex()
+        .args(["tune", "--data", "none.json", "--target", "precision=0.6"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("recall-at-precision=P"), "{text}");
 }
