@@ -291,7 +291,11 @@ impl Scores {
             types.sort_by_key(|(key, c)| (std::cmp::Reverse(c.tp + c.fn_), *key));
             out.push_str(&format!(
                 "{:<28}{:>8}{:>8}{:>8}{:>9}{:>9}\n",
-                format!("relation type (top {} of {})", TOP_TYPES.min(types.len()), types.len()),
+                format!(
+                    "relation type (top {} of {})",
+                    TOP_TYPES.min(types.len()),
+                    types.len()
+                ),
                 "P",
                 "R",
                 "F1",
@@ -505,7 +509,11 @@ impl<'a> Side<'a> {
                 .0
                 .first()
                 .ok_or_else(|| bad(doc, format!("entity {i} of a relation has no mention")))?;
-            Ok(doc.phrase(Span { start, end, sent: 0 }))
+            Ok(doc.phrase(Span {
+                start,
+                end,
+                sent: 0,
+            }))
         };
         self.relations
             .iter()
@@ -523,12 +531,12 @@ impl<'a> Side<'a> {
 }
 
 /// Adds one document's strict relation items to the per-type counts.
-fn add_per_type(
+fn add_per_type<'s>(
     per_type: &mut BTreeMap<String, Counts>,
-    gold: &HashSet<TypedRelation>,
-    pred: &HashSet<TypedRelation>,
+    gold: &HashSet<TypedRelation<'s>>,
+    pred: &HashSet<TypedRelation<'s>>,
 ) {
-    let of = |set: &HashSet<TypedRelation<'_>>, key: &str| -> HashSet<_> {
+    let of = |set: &HashSet<TypedRelation<'s>>, key: &str| -> HashSet<TypedRelation<'s>> {
         set.iter().filter(|item| item.2 == key).copied().collect()
     };
     let keys: BTreeSet<&str> = gold.iter().chain(pred).map(|item| item.2).collect();
@@ -641,10 +649,8 @@ impl Evaluator {
             add_per_type(&mut s.relation_per_type, &gold_items, &pred_items);
             s.relation_untyped
                 .add_sets(&gold.untyped_relations(), &pred.untyped_relations());
-            s.relation_lenient.add_sets(
-                &gold.lenient_relations(doc)?,
-                &pred.lenient_relations(doc)?,
-            );
+            s.relation_lenient
+                .add_sets(&gold.lenient_relations(doc)?, &pred.lenient_relations(doc)?);
         }
         s.documents += 1;
         Ok(())
@@ -1020,20 +1026,31 @@ mod tests {
                 ],
                 Some(vec![(0, 2, "lives_in"), (1, 2, "lives_in")]),
             ),
-            &[(0, "Paris"), (5, "it"), (7, "Paris"), (10, "North"), (11, "Texas")],
+            &[
+                (0, "Paris"),
+                (5, "it"),
+                (7, "Paris"),
+                (10, "North"),
+                (11, "Texas"),
+            ],
         );
         let mentions = [sp(0, 1), sp(5, 6), sp(7, 8), sp(10, 12)];
         let entities: [(&[usize], usize); 3] = [(&[0, 1], 0), (&[2], 0), (&[3], 1)];
         // One of the two strict items; leniently the one gold triple (Paris, North Texas,
         // lives_in) is found: not "it", the first-listed mention.
         let mut ev = evaluator();
-        ev.add(&g, &pred(&mentions, &entities, &[(0, 2, 1)])).unwrap();
+        ev.add(&g, &pred(&mentions, &entities, &[(0, 2, 1)]))
+            .unwrap();
         assert_eq!(ev.scores().relation, counts(1, 0, 1));
         assert_eq!(ev.scores().relation_lenient, counts(1, 0, 0));
         // Both strict items predicted are still one lenient triple, and a wrong direction adds
         // one false positive however often it is predicted.
         let mut ev = evaluator();
-        let both = pred(&mentions, &entities, &[(0, 2, 1), (1, 2, 1), (2, 0, 1), (2, 1, 1)]);
+        let both = pred(
+            &mentions,
+            &entities,
+            &[(0, 2, 1), (1, 2, 1), (2, 0, 1), (2, 1, 1)],
+        );
         ev.add(&g, &both).unwrap();
         assert_eq!(ev.scores().relation, counts(2, 2, 0));
         assert_eq!(ev.scores().relation_lenient, counts(1, 1, 0));
@@ -1051,8 +1068,11 @@ mod tests {
         )
         .unwrap();
         // Document 2: both right.
-        ev.add(&gold_doc(), &pred(&mentions, &entities, &[(0, 1, 0), (0, 1, 1)]))
-            .unwrap();
+        ev.add(
+            &gold_doc(),
+            &pred(&mentions, &entities, &[(0, 1, 0), (0, 1, 1)]),
+        )
+        .unwrap();
         let s = ev.finish(0.0);
         let per_type = &s.relation_per_type;
         assert_eq!(per_type.len(), 3);
@@ -1083,7 +1103,12 @@ mod tests {
         let p = scored_pred(
             &mentions,
             &entities,
-            &[(0, 1, 0, 0.9), (0, 1, 1, 0.4), (1, 0, 0, 0.55), (1, 0, 1, 0.35)],
+            &[
+                (0, 1, 0, 0.9),
+                (0, 1, 1, 0.4),
+                (1, 0, 0, 0.55),
+                (1, 0, 1, 0.35),
+            ],
         );
         let mut ev = evaluator().with_relation_cutoffs(0.6, &[0.5, 0.3, 0.5]);
         ev.add(&gold_doc(), &p).unwrap();
@@ -1254,9 +1279,15 @@ mod tests {
         assert_eq!(prf(&v["relation_lenient"]), [true; 3]);
         let born_in = &v["relation_per_type"]["born_in"];
         assert_eq!(prf(born_in), [true; 3]);
-        assert_eq!((born_in["support"].as_u64(), born_in["predicted"].as_u64()), (Some(1), Some(1)));
+        assert_eq!(
+            (born_in["support"].as_u64(), born_in["predicted"].as_u64()),
+            (Some(1), Some(1))
+        );
         let curve = v["relation_pr_curve"].as_array().unwrap();
-        let cutoffs: Vec<f64> = curve.iter().map(|c| c["cutoff"].as_f64().unwrap()).collect();
+        let cutoffs: Vec<f64> = curve
+            .iter()
+            .map(|c| c["cutoff"].as_f64().unwrap())
+            .collect();
         assert_eq!(cutoffs, [0.3, 0.6]);
         assert_eq!(prf(&curve[0]), [true; 3]);
         assert_eq!(curve[0]["predicted"], 1);

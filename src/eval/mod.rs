@@ -3,9 +3,9 @@
 //!
 //! `jerex eval --model DIR --data FILE` predicts every document of a labelled DocRED-format file
 //! end to end and, for the per-task scores, three more times from gold inputs (gold mentions,
-//! gold clusters, gold entities). It prints the JSON summary ([`Report`]) on stdout and a table
-//! on stderr. With several devices each loads its own copy of the model and takes every n-th
-//! batch. The end-to-end prediction is made once at the lowest relation cut-off of the
+//! gold clusters, gold entities). It prints the JSON summary ([`EvalReport`]) on stdout and a
+//! table on stderr. With several devices each loads its own copy of the model and takes every
+//! n-th batch. The end-to-end prediction is made once at the lowest relation cut-off of the
 //! precision–recall table (`--cutoffs`), and the relation scores at the model's threshold are
 //! read from it ([`Evaluator::with_relation_cutoffs`]).
 
@@ -53,7 +53,7 @@ pub struct EvalArgs {
 }
 
 /// The default `--cutoffs`.
-pub const DEFAULT_CUTOFFS: &str = "0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95";
+const DEFAULT_CUTOFFS: &str = "0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95";
 
 /// Runs `jerex eval`: JSON on stdout, table on stderr.
 pub fn run(args: &EvalArgs) -> Result<()> {

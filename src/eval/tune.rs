@@ -161,7 +161,13 @@ pub fn run(args: &TuneArgs) -> Result<()> {
         &loaded.tokenizer,
         loaded.config.heads.max_span_words,
     );
-    let tuned = tune(&loaded.model, &docs, args.step, args.batch_size, args.target)?;
+    let tuned = tune(
+        &loaded.model,
+        &docs,
+        args.step,
+        args.batch_size,
+        args.target,
+    )?;
     let mut config = loaded.config.clone();
     config.thresholds = tuned.thresholds;
     let record = json!({"data": args.data, "step": args.step, "result": tuned});
@@ -556,14 +562,26 @@ mod tests {
         // F1: 63.6 at (0.8, 0.5) beats 61.5 at (0.5, 0.3).
         assert_eq!(chosen(&points(), Target::F1), (0.8, 0.5));
         // Precision ≥ 60% leaves (0.5, 0.5) with R 50 and the 0.7s with R 30 and 20.
-        assert_eq!(chosen(&points(), Target::RecallAtPrecision(0.6)), (0.5, 0.5));
+        assert_eq!(
+            chosen(&points(), Target::RecallAtPrecision(0.6)),
+            (0.5, 0.5)
+        );
         // Precision ≥ 50%: every point qualifies; the best recall is 80 at (0.5, 0.3), not the
         // best F1.
-        assert_eq!(chosen(&points(), Target::RecallAtPrecision(0.5)), (0.5, 0.3));
+        assert_eq!(
+            chosen(&points(), Target::RecallAtPrecision(0.5)),
+            (0.5, 0.3)
+        );
         // Precision ≥ 90%: only the 0.7s; recall 30 at coref 0.5 beats 20.
-        assert_eq!(chosen(&points(), Target::RecallAtPrecision(0.9)), (0.5, 0.7));
+        assert_eq!(
+            chosen(&points(), Target::RecallAtPrecision(0.9)),
+            (0.5, 0.7)
+        );
         // Exactly the minimum qualifies: 100% at 1.0.
-        assert_eq!(chosen(&points(), Target::RecallAtPrecision(1.0)), (0.5, 0.7));
+        assert_eq!(
+            chosen(&points(), Target::RecallAtPrecision(1.0)),
+            (0.5, 0.7)
+        );
     }
 
     #[test]
@@ -590,19 +608,20 @@ mod tests {
             .into_iter()
             .filter(|p| p.relation_threshold < 0.7)
             .collect();
-        let err = choose(
-            &low,
-            Target::RecallAtPrecision(0.7),
-            Thresholds::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = choose(&low, Target::RecallAtPrecision(0.7), Thresholds::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("recall-at-precision=0.7"), "{err}");
         assert!(err.contains("62.50%"), "{err}");
         assert!(err.contains("coreference 0.50, relation 0.50"), "{err}");
         // No prediction at all has precision 0 and never qualifies.
         let nothing = [point(0.5, 0.9, 0, 0, 10)];
-        assert!(choose(&nothing, Target::RecallAtPrecision(0.1), Thresholds::default()).is_err());
+        assert!(choose(
+            &nothing,
+            Target::RecallAtPrecision(0.1),
+            Thresholds::default()
+        )
+        .is_err());
     }
 
     #[test]
