@@ -1,5 +1,6 @@
 //! The binary as a user meets it: starts without LD_LIBRARY_PATH (libtorch found through the
-//! embedded rpath), `--help` lists the subcommands, and `doctor` can load libtorch_cuda.
+//! embedded rpath), `--help` lists the subcommands, `doctor` can load libtorch_cuda, and a bad
+//! flag value is a configuration error.
 
 use std::process::Command;
 
@@ -71,4 +72,15 @@ fn doctor_reads_back_the_allocator_purge_delay() {
     // so the option index is that one; without it, jerex's ten minutes apply.
     assert_eq!(delay(Some("1234")), "1234 ms");
     assert_eq!(delay(None), "600000 ms");
+}
+
+#[test]
+fn tune_refuses_an_unknown_target_as_bad_configuration() {
+    let out = jerex()
+        .args(["tune", "--data", "none.json", "--target", "precision=0.6"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("recall-at-precision=P"), "{text}");
 }

@@ -2,7 +2,8 @@
 //! encoder folder and made-up DocRED-format files, all written to a temporary folder:
 //! same seed → same weights, a run stopped by its time budget and resumed ends with exactly the
 //! weights of an uninterrupted run, the model folder carries the training summary, evaluation
-//! scores a folder, and tuning writes thresholds from the grid into `config.json`.
+//! scores a folder (the `jerex eval` JSON with its relation views), and tuning writes
+//! thresholds from the grid into `config.json`.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,7 @@ use tch::{Device, Kind};
 use jerex::corpus::docred::read_docred;
 use jerex::device::Precision;
 use jerex::encoder::{save_all, BertConfig, BertModel};
-use jerex::eval::tune::{grid, TuneArgs};
+use jerex::eval::tune::{grid, Target, TuneArgs};
 use jerex::eval::{evaluate_folder, Scope};
 use jerex::model::{JerexModel, ModelConfig, RelationHead};
 use jerex::train::data::SplitSpec;
@@ -224,7 +225,8 @@ fn train_resume_eval_and_tune() {
     other.seed = 8;
     assert!(jerex::train::run(&other).is_err());
 
-    // Evaluation of the folder on the validation documents.
+    // Evaluation of the folder on the validation documents, with relations predicted at the
+    // lowest cut-off 0.1.
     let docs = read_docred(&root.join("data.json")).unwrap();
     let scores = evaluate_folder(
         &a,
@@ -233,13 +235,37 @@ fn train_resume_eval_and_tune() {
         &Default::default(),
         docs[6..].to_vec(),
         4,
+        &[0.5, 0.1],
     )
     .unwrap();
     assert_eq!(scores.documents, 2);
     let gold_mentions = 4 + 6;
     let m = scores.mention;
     assert_eq!(m.tp + m.fn_, gold_mentions as u64);
-    // The same scores as the end-to-end part of the trainer's final evaluation.
+    // Gold relations: P19 and P551 in both documents, P108 in the second; every argument
+    // string differs, so the lenient triples are as many.
+    let support = |c: &jerex::eval::Counts| c.tp + c.fn_;
+    let per_type: Vec<(&str, u64)> = scores
+        .relation_per_type
+        .iter()
+        .filter(|(_, c)| support(c) > 0)
+        .map(|(k, c)| (k.as_str(), support(c)))
+        .collect();
+    assert_eq!(per_type, [("P108", 1), ("P19", 2), ("P551", 2)]);
+    assert_eq!(support(&scores.relation_lenient), 5);
+    // The cut-offs with the model's threshold; the point at the threshold is the strict score.
+    let threshold = config.thresholds.relation;
+    let cutoffs: Vec<f32> = scores.relation_curve.iter().map(|p| p.cutoff).collect();
+    assert_eq!(cutoffs, [0.1, 0.5, threshold]);
+    let at_threshold = scores.relation_curve.iter().find(|p| p.cutoff == threshold);
+    assert_eq!(at_threshold.unwrap().counts, scores.relation);
+    for w in scores.relation_curve.windows(2) {
+        let predicted = |c: jerex::eval::Counts| c.tp + c.fp;
+        assert!(predicted(w[0].counts) >= predicted(w[1].counts));
+        assert!(w[0].counts.tp >= w[1].counts.tp);
+    }
+    // The same scores as the end-to-end part of the trainer's final evaluation, which predicts
+    // at the threshold itself.
     let loaded = JerexModel::load(&a, Device::Cpu, Precision::Fp32).unwrap();
     let prepared = jerex::eval::prepare_docs(docs[6..].to_vec(), &loaded.tokenizer, 10);
     let again = jerex::eval::evaluate(&loaded.model, &prepared, 1, Scope::Full).unwrap();
@@ -253,6 +279,45 @@ fn train_resume_eval_and_tune() {
         scores.relation.f1()
     );
 
+    // `jerex eval` prints the report's fields, then the relation views.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jerex"))
+        .arg("eval")
+        .arg("--model")
+        .arg(&a)
+        .arg("--data")
+        .arg(root.join("data.json"))
+        .args(["--cutoffs", "0.1,0.5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["documents"], 8);
+    let positions: Vec<usize> = [
+        "\"gold_input\"",
+        "\"seconds\"",
+        "\"relation_lenient\"",
+        "\"relation_per_type\"",
+        "\"relation_pr_curve\"",
+    ]
+    .iter()
+    .map(|k| text.find(k).unwrap_or_else(|| panic!("no {k} in {text}")))
+    .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+    assert!(report["relation_lenient"]["f1"].is_number());
+    assert_eq!(report["relation_per_type"]["P19"]["support"], 8);
+    assert_eq!(report["relation_per_type"]["P108"]["support"], 4);
+    let curve = report["relation_pr_curve"].as_array().unwrap();
+    assert_eq!(curve.len(), 3);
+    assert_eq!(curve[0]["cutoff"].as_f64(), Some(0.1));
+    let last = &curve[2];
+    assert_eq!(last["cutoff"].as_f64().map(|c| c as f32), Some(threshold));
+    for k in ["precision", "recall", "f1"] {
+        assert_eq!(last[k], report["relation"][k], "{k}");
+    }
+    let table = String::from_utf8(out.stderr).unwrap();
+    assert!(table.contains("(model threshold)"), "{table}");
+
     // Tuning writes grid values into config.json and keeps the training summary.
     jerex::eval::tune::run(&TuneArgs {
         model: Some(a.clone()),
@@ -261,6 +326,7 @@ fn train_resume_eval_and_tune() {
         batch_size: 4,
         device: "cpu".into(),
         precision: Precision::Fp32,
+        target: Target::F1,
     })
     .unwrap();
     let tuned = ModelConfig::load(&a.join("config.json")).unwrap();
@@ -272,11 +338,9 @@ fn train_resume_eval_and_tune() {
     ] {
         assert!(values.contains(&v), "{v} is not on the grid {values:?}");
     }
-    assert!(
-        tuned.training["tuning"]["result"]["passes"]
-            .as_u64()
-            .unwrap()
-            >= 4
-    );
+    let result = &tuned.training["tuning"]["result"];
+    assert!(result["passes"].as_u64().unwrap() >= 4);
+    assert_eq!(result["target"], "f1");
+    assert!(result["relation_precision"].is_number() && result["relation_recall"].is_number());
     assert_eq!(tuned.training["epochs"], 2);
 }

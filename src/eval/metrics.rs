@@ -22,8 +22,22 @@
 //! The gold-input scores (paper Table 4) score each head on gold inputs: coreference given gold
 //! mentions, entity types given gold clusters, relations given gold entities (their types are
 //! gold too, so the untyped-argument item is used).
+//!
+//! For knowledge-base builders and comparison with other systems, three more relation views:
+//!
+//! - **Lenient, string-level** (as in REBEL's DocRED evaluation): the item is (head string, tail
+//!   string, relation type), where an entity's string is its *first mention* (the mention that
+//!   starts first in the document, the shorter one on a tie) with its words joined by single
+//!   spaces, compared exactly (case included). Entity types are not part of the item. For a
+//!   prediction the first mention is the predicted entity's earliest mention, so a cluster that
+//!   misses a later mention still matches, and one that misses the first does not. Items are a
+//!   set per document, so two entities with the same first-mention string and the same
+//!   relation to the same string count once, on either side; counts are micro-summed.
+//! - **Per relation type**: the strict relation items grouped by their relation type key.
+//! - **Cut-offs** ([`Evaluator::with_relation_cutoffs`]): the strict relation items at several
+//!   relation-score cut-offs, from one prediction made at the lowest of them.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
 
 use serde::{Deserialize, Serialize};
@@ -117,6 +131,48 @@ pub struct GoldInputReport {
     pub relation: Prf,
 }
 
+/// What `jerex eval` prints: the [`Report`] fields first (unchanged, in their order), then the
+/// relation views for knowledge-base builders (module doc).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalReport {
+    #[serde(flatten)]
+    pub report: Report,
+    /// Lenient string-level relation triples.
+    pub relation_lenient: Prf,
+    /// Strict relations per relation type key.
+    pub relation_per_type: BTreeMap<String, TypeReport>,
+    /// Strict relations per score cut-off, ascending.
+    pub relation_pr_curve: Vec<CutoffReport>,
+}
+
+/// One relation type's strict scores.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TypeReport {
+    #[serde(flatten)]
+    pub prf: Prf,
+    /// Gold relations of the type.
+    pub support: u64,
+    /// Predicted relations of the type.
+    pub predicted: u64,
+}
+
+/// Strict relation scores at one cut-off.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CutoffReport {
+    pub cutoff: f32,
+    #[serde(flatten)]
+    pub prf: Prf,
+    /// Predicted relations (distinct strict items) scoring at least `cutoff`.
+    pub predicted: u64,
+}
+
+/// Strict relation counts of the relations scoring at least `cutoff`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CutoffCounts {
+    pub cutoff: f32,
+    pub counts: Counts,
+}
+
 /// Scores of each head given gold inputs (paper Table 4).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GoldInputScores {
@@ -138,6 +194,15 @@ pub struct Scores {
     pub relation: Counts,
     /// Strict relations without argument types (`rel`).
     pub relation_untyped: Counts,
+    /// Lenient string-level relation triples (module doc).
+    pub relation_lenient: Counts,
+    /// `relation`'s items per relation type key.
+    pub relation_per_type: BTreeMap<String, Counts>,
+    /// The cut-off the relation scores above apply to predicted relations (`None`: every
+    /// predicted relation counts).
+    pub relation_threshold: Option<f32>,
+    /// Strict relations at each cut-off, ascending (empty unless asked for).
+    pub relation_curve: Vec<CutoffCounts>,
     pub gold_input: GoldInputScores,
     pub documents: usize,
     pub seconds: f64,
@@ -162,25 +227,56 @@ impl Scores {
         }
     }
 
-    /// A readable table (for stderr).
+    /// What `jerex eval` prints: [`Scores::report`] and the knowledge-base views.
+    pub fn eval_report(&self) -> EvalReport {
+        EvalReport {
+            report: self.report(),
+            relation_lenient: self.relation_lenient.prf(),
+            relation_per_type: self
+                .relation_per_type
+                .iter()
+                .map(|(key, c)| {
+                    let report = TypeReport {
+                        prf: c.prf(),
+                        support: c.tp + c.fn_,
+                        predicted: c.tp + c.fp,
+                    };
+                    (key.clone(), report)
+                })
+                .collect(),
+            relation_pr_curve: self
+                .relation_curve
+                .iter()
+                .map(|p| CutoffReport {
+                    cutoff: p.cutoff,
+                    prf: p.counts.prf(),
+                    predicted: p.counts.tp + p.counts.fp,
+                })
+                .collect(),
+        }
+    }
+
+    /// A readable table (for stderr): every task, then the most frequent relation types and
+    /// the relation cut-offs when there are any.
     pub fn table(&self) -> String {
-        let rows: [(&str, &Counts); 8] = [
+        let rows: [(&str, &Counts); 9] = [
             ("mention", &self.mention),
             ("coreference", &self.coreference),
             ("entity", &self.entity),
             ("relation", &self.relation),
             ("relation (untyped args)", &self.relation_untyped),
+            ("relation (lenient strings)", &self.relation_lenient),
             ("gold mentions → coref", &self.gold_input.coreference),
             ("gold clusters → entity", &self.gold_input.entity),
             ("gold entities → relation", &self.gold_input.relation),
         ];
         let mut out = format!(
-            "{:<26}{:>8}{:>8}{:>8}{:>9}{:>9}{:>9}\n",
+            "{:<28}{:>8}{:>8}{:>8}{:>9}{:>9}{:>9}\n",
             "task", "P", "R", "F1", "TP", "FP", "FN"
         );
         for (name, c) in rows {
             out.push_str(&format!(
-                "{:<26}{:>8.2}{:>8.2}{:>8.2}{:>9}{:>9}{:>9}\n",
+                "{:<28}{:>8.2}{:>8.2}{:>8.2}{:>9}{:>9}{:>9}\n",
                 name,
                 c.precision(),
                 c.recall(),
@@ -189,6 +285,56 @@ impl Scores {
                 c.fp,
                 c.fn_
             ));
+        }
+        if !self.relation_per_type.is_empty() {
+            let mut types: Vec<(&String, &Counts)> = self.relation_per_type.iter().collect();
+            types.sort_by_key(|(key, c)| (std::cmp::Reverse(c.tp + c.fn_), *key));
+            out.push_str(&format!(
+                "{:<28}{:>8}{:>8}{:>8}{:>9}{:>9}\n",
+                format!(
+                    "relation type (top {} of {})",
+                    TOP_TYPES.min(types.len()),
+                    types.len()
+                ),
+                "P",
+                "R",
+                "F1",
+                "gold",
+                "pred"
+            ));
+            for (key, c) in types.into_iter().take(TOP_TYPES) {
+                out.push_str(&format!(
+                    "  {:<26}{:>8.2}{:>8.2}{:>8.2}{:>9}{:>9}\n",
+                    key,
+                    c.precision(),
+                    c.recall(),
+                    c.f1(),
+                    c.tp + c.fn_,
+                    c.tp + c.fp
+                ));
+            }
+        }
+        if !self.relation_curve.is_empty() {
+            out.push_str(&format!(
+                "{:<28}{:>8}{:>8}{:>8}{:>9}\n",
+                "relation score cut-off", "P", "R", "F1", "pred"
+            ));
+            for p in &self.relation_curve {
+                let mark = if Some(p.cutoff) == self.relation_threshold {
+                    " (model threshold)"
+                } else {
+                    ""
+                };
+                let c = &p.counts;
+                out.push_str(&format!(
+                    "  {:<26}{:>8.2}{:>8.2}{:>8.2}{:>9}\n",
+                    format!("{:.2}{mark}", p.cutoff),
+                    c.precision(),
+                    c.recall(),
+                    c.f1(),
+                    c.tp + c.fp
+                ));
+            }
         }
         let rate = if self.seconds > 0.0 {
             self.documents as f64 / self.seconds
@@ -202,6 +348,9 @@ impl Scores {
         out
     }
 }
+
+/// Relation types the stderr table lists (by support).
+const TOP_TYPES: usize = 10;
 
 /// Which head a gold-input prediction exercises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,8 +380,9 @@ struct Side<'a> {
     mentions: HashSet<SpanKey>,
     /// Per entity: its cluster and type key.
     entities: Vec<(Cluster, &'a str)>,
-    /// `(head, tail, relation key)` with entity indices; `None` = no relation labels.
-    relations: Option<Vec<(usize, usize, &'a str)>>,
+    /// `(head, tail, relation key, score)` with entity indices (gold scores 1); `None` = no
+    /// relation labels.
+    relations: Option<Vec<(usize, usize, &'a str, f32)>>,
 }
 
 impl<'a> Side<'a> {
@@ -255,7 +405,7 @@ impl<'a> Side<'a> {
                     .map(|r| {
                         check_entity(doc, r.head, gold.entities.len(), "gold relation")?;
                         check_entity(doc, r.tail, gold.entities.len(), "gold relation")?;
-                        Ok((r.head, r.tail, r.relation.as_str()))
+                        Ok((r.head, r.tail, r.relation.as_str(), 1.0))
                     })
                     .collect::<Result<_>>()?,
             ),
@@ -307,7 +457,7 @@ impl<'a> Side<'a> {
                         format!("predicted relation type {} unknown", r.relation),
                     )
                 })?;
-                Ok((r.head, r.tail, ty.as_str()))
+                Ok((r.head, r.tail, ty.as_str(), r.score))
             })
             .collect::<Result<_>>()?;
         Ok(Side {
@@ -327,12 +477,19 @@ impl<'a> Side<'a> {
 
     /// Relation items with typed arguments (`rel_nec`).
     fn typed_relations(&self) -> HashSet<TypedRelation<'_>> {
+        self.typed_relation_scores().into_keys().collect()
+    }
+
+    /// Relation items with typed arguments, each with the highest score of the relations
+    /// that make it (duplicate entities can make one item twice).
+    fn typed_relation_scores(&self) -> HashMap<TypedRelation<'_>, f32> {
         let arg = |i: usize| (&self.entities[i].0, self.entities[i].1);
-        self.relations
-            .iter()
-            .flatten()
-            .map(|&(h, t, r)| (arg(h), arg(t), r))
-            .collect()
+        let mut out = HashMap::new();
+        for &(h, t, r, score) in self.relations.iter().flatten() {
+            let best = out.entry((arg(h), arg(t), r)).or_insert(score);
+            *best = best.max(score);
+        }
+        out
     }
 
     /// Relation items with untyped arguments (`rel`).
@@ -340,8 +497,54 @@ impl<'a> Side<'a> {
         self.relations
             .iter()
             .flatten()
-            .map(|&(h, t, r)| (&self.entities[h].0, &self.entities[t].0, r))
+            .map(|&(h, t, r, _)| (&self.entities[h].0, &self.entities[t].0, r))
             .collect()
+    }
+
+    /// Lenient items: (head first-mention string, tail first-mention string, relation key).
+    fn lenient_relations(&self, doc: &Document) -> Result<HashSet<(String, String, &str)>> {
+        let first = |i: usize| -> Result<String> {
+            // Clusters are sorted, so their first span is the entity's first mention.
+            let &(start, end) = self.entities[i]
+                .0
+                .first()
+                .ok_or_else(|| bad(doc, format!("entity {i} of a relation has no mention")))?;
+            Ok(doc.phrase(Span {
+                start,
+                end,
+                sent: 0,
+            }))
+        };
+        self.relations
+            .iter()
+            .flatten()
+            .map(|&(h, t, r, _)| Ok((first(h)?, first(t)?, r)))
+            .collect()
+    }
+
+    /// Drops the relations scoring below `cutoff`.
+    fn keep_relations_from(&mut self, cutoff: f32) {
+        if let Some(rels) = &mut self.relations {
+            rels.retain(|r| r.3 >= cutoff);
+        }
+    }
+}
+
+/// Adds one document's strict relation items to the per-type counts.
+fn add_per_type<'s>(
+    per_type: &mut BTreeMap<String, Counts>,
+    gold: &HashSet<TypedRelation<'s>>,
+    pred: &HashSet<TypedRelation<'s>>,
+) {
+    let of = |set: &HashSet<TypedRelation<'s>>, key: &str| -> HashSet<TypedRelation<'s>> {
+        set.iter().filter(|item| item.2 == key).copied().collect()
+    };
+    let keys: BTreeSet<&str> = gold.iter().chain(pred).map(|item| item.2).collect();
+    for key in keys {
+        per_type
+            .entry(key.to_string())
+            .or_default()
+            .add_sets(&of(gold, key), &of(pred, key));
     }
 }
 
@@ -397,20 +600,57 @@ impl Evaluator {
         }
     }
 
+    /// Relation scores at `threshold` only, plus the strict relation counts at each of
+    /// `cutoffs` and `threshold` (the precision–recall table), from one prediction per
+    /// document: the predictions given to [`Evaluator::add`] must then be made at a relation
+    /// threshold no higher than the lowest of them. The gold-input scores are not affected.
+    pub fn with_relation_cutoffs(mut self, threshold: f32, cutoffs: &[f32]) -> Self {
+        let mut all: Vec<f32> = cutoffs.iter().copied().chain([threshold]).collect();
+        all.sort_by(f32::total_cmp);
+        all.dedup();
+        self.scores.relation_threshold = Some(threshold);
+        self.scores.relation_curve = all
+            .into_iter()
+            .map(|cutoff| CutoffCounts {
+                cutoff,
+                counts: Counts::default(),
+            })
+            .collect();
+        self
+    }
+
     /// Scores one document's end-to-end prediction against its gold annotations.
     pub fn add(&mut self, doc: &Document, pred: &DocPrediction) -> Result<()> {
         let gold = Side::gold(doc, gold_of(doc)?)?;
-        let pred = Side::predicted(doc, pred, &self.types)?;
+        let mut pred = Side::predicted(doc, pred, &self.types)?;
         let s = &mut self.scores;
         s.mention.add_sets(&gold.mentions, &pred.mentions);
         s.coreference.add_sets(&gold.clusters(), &pred.clusters());
         s.entity
             .add_sets(&gold.typed_entities(), &pred.typed_entities());
         if gold.relations.is_some() {
-            s.relation
-                .add_sets(&gold.typed_relations(), &pred.typed_relations());
+            let gold_items = gold.typed_relations();
+            if !s.relation_curve.is_empty() {
+                let scored = pred.typed_relation_scores();
+                for point in &mut s.relation_curve {
+                    let above: HashSet<_> = scored
+                        .iter()
+                        .filter(|(_, &score)| score >= point.cutoff)
+                        .map(|(item, _)| *item)
+                        .collect();
+                    point.counts.add_sets(&gold_items, &above);
+                }
+            }
+            if let Some(threshold) = s.relation_threshold {
+                pred.keep_relations_from(threshold);
+            }
+            let pred_items = pred.typed_relations();
+            s.relation.add_sets(&gold_items, &pred_items);
+            add_per_type(&mut s.relation_per_type, &gold_items, &pred_items);
             s.relation_untyped
                 .add_sets(&gold.untyped_relations(), &pred.untyped_relations());
+            s.relation_lenient
+                .add_sets(&gold.lenient_relations(doc)?, &pred.lenient_relations(doc)?);
         }
         s.documents += 1;
         Ok(())
@@ -465,7 +705,7 @@ mod tests {
     use crate::model::{PredEntity, PredMention, PredRelation};
 
     const ENTITY_TYPES: [&str; 2] = ["PER", "LOC"];
-    const RELATION_TYPES: [&str; 2] = ["born_in", "lives_in"];
+    const RELATION_TYPES: [&str; 3] = ["born_in", "lives_in", "works_for"];
 
     fn evaluator() -> Evaluator {
         let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect();
@@ -516,12 +756,30 @@ mod tests {
         }
     }
 
+    /// Renames words (`w{i}` by default), for string-level items.
+    fn named(mut d: Document, names: &[(usize, &str)]) -> Document {
+        for &(i, text) in names {
+            d.sentences[0][i].text = text.into();
+        }
+        d
+    }
+
     /// A prediction: mention spans, entities as (mention indices, type index), relations as
-    /// (head, tail, relation index).
+    /// (head, tail, relation index), every score 1.
     fn pred(
         mentions: &[Span],
         entities: &[(&[usize], usize)],
         relations: &[(usize, usize, usize)],
+    ) -> DocPrediction {
+        let scored: Vec<_> = relations.iter().map(|&(h, t, r)| (h, t, r, 1.0)).collect();
+        scored_pred(mentions, entities, &scored)
+    }
+
+    /// Like [`pred`], relations as (head, tail, relation index, score).
+    fn scored_pred(
+        mentions: &[Span],
+        entities: &[(&[usize], usize)],
+        relations: &[(usize, usize, usize, f32)],
     ) -> DocPrediction {
         DocPrediction {
             mentions: mentions
@@ -539,11 +797,11 @@ mod tests {
                 .collect(),
             relations: relations
                 .iter()
-                .map(|&(head, tail, relation)| PredRelation {
+                .map(|&(head, tail, relation, score)| PredRelation {
                     head,
                     tail,
                     relation,
-                    score: 1.0,
+                    score,
                     evidence: (0, 0),
                 })
                 .collect(),
@@ -702,7 +960,7 @@ mod tests {
 
     #[test]
     fn documents_without_relation_labels_skip_relation_scores() {
-        let mut ev = evaluator();
+        let mut ev = evaluator().with_relation_cutoffs(0.6, &[0.3]);
         let g = doc(vec![(vec![sp(0, 1)], "PER"), (vec![sp(3, 4)], "LOC")], None);
         let p = pred(&[sp(0, 1), sp(3, 4)], &[(&[0], 0), (&[1], 1)], &[(0, 1, 0)]);
         ev.add(&g, &p).unwrap();
@@ -710,6 +968,184 @@ mod tests {
         assert_eq!(s.entity, counts(2, 0, 0));
         assert_eq!(s.relation, Counts::default());
         assert_eq!(s.relation_untyped, Counts::default());
+        assert_eq!(s.relation_lenient, Counts::default());
+        assert!(s.relation_per_type.is_empty());
+        assert_eq!(s.relation_curve.len(), 2);
+        assert!(s
+            .relation_curve
+            .iter()
+            .all(|p| p.counts == Counts::default()));
+    }
+
+    #[test]
+    fn lenient_matches_first_mention_strings_where_strict_fails() {
+        let g = gold_doc();
+        // Gold strings: PER "w0" (mentions w0, w5), LOC "w10 w11"; born_in and lives_in.
+        // The PER cluster without its second mention: strict misses both relations, but the
+        // first mention and so the string is right.
+        let mut ev = evaluator();
+        let missing_second = pred(
+            &[sp(0, 1), sp(10, 12)],
+            &[(&[0], 0), (&[1], 1)],
+            &[(0, 1, 0), (0, 1, 1)],
+        );
+        ev.add(&g, &missing_second).unwrap();
+        assert_eq!(ev.scores().relation, counts(0, 2, 2));
+        assert_eq!(ev.scores().relation_lenient, counts(2, 0, 0));
+        // Without its first mention the PER entity's string is "w5": both fail leniently too.
+        let mut ev = evaluator();
+        let missing_first = pred(
+            &[sp(5, 6), sp(10, 12)],
+            &[(&[0], 0), (&[1], 1)],
+            &[(0, 1, 0), (0, 1, 1)],
+        );
+        ev.add(&g, &missing_first).unwrap();
+        assert_eq!(ev.scores().relation_lenient, counts(0, 2, 2));
+        // Entity types are not part of the lenient item: LOC typed PER still matches.
+        let mut ev = evaluator();
+        let mistyped = pred(
+            &[sp(0, 1), sp(5, 6), sp(10, 12)],
+            &[(&[0, 1], 0), (&[2], 0)],
+            &[(0, 1, 0)],
+        );
+        ev.add(&g, &mistyped).unwrap();
+        assert_eq!(ev.scores().relation, counts(0, 1, 2));
+        assert_eq!(ev.scores().relation_lenient, counts(1, 0, 1));
+    }
+
+    #[test]
+    fn lenient_takes_the_first_mention_in_the_document_and_counts_a_string_triple_once() {
+        // Two gold entities named "Paris" (words 0 and 7), both lives_in "North Texas" (words
+        // 10-11); the first one's mentions are listed out of document order.
+        let g = named(
+            doc(
+                vec![
+                    (vec![sp(5, 6), sp(0, 1)], "PER"),
+                    (vec![sp(7, 8)], "PER"),
+                    (vec![sp(10, 12)], "LOC"),
+                ],
+                Some(vec![(0, 2, "lives_in"), (1, 2, "lives_in")]),
+            ),
+            &[
+                (0, "Paris"),
+                (5, "it"),
+                (7, "Paris"),
+                (10, "North"),
+                (11, "Texas"),
+            ],
+        );
+        let mentions = [sp(0, 1), sp(5, 6), sp(7, 8), sp(10, 12)];
+        let entities: [(&[usize], usize); 3] = [(&[0, 1], 0), (&[2], 0), (&[3], 1)];
+        // One of the two strict items; leniently the one gold triple (Paris, North Texas,
+        // lives_in) is found: not "it", the first-listed mention.
+        let mut ev = evaluator();
+        ev.add(&g, &pred(&mentions, &entities, &[(0, 2, 1)]))
+            .unwrap();
+        assert_eq!(ev.scores().relation, counts(1, 0, 1));
+        assert_eq!(ev.scores().relation_lenient, counts(1, 0, 0));
+        // Both strict items predicted are still one lenient triple, and a wrong direction adds
+        // one false positive however often it is predicted.
+        let mut ev = evaluator();
+        let both = pred(
+            &mentions,
+            &entities,
+            &[(0, 2, 1), (1, 2, 1), (2, 0, 1), (2, 1, 1)],
+        );
+        ev.add(&g, &both).unwrap();
+        assert_eq!(ev.scores().relation, counts(2, 2, 0));
+        assert_eq!(ev.scores().relation_lenient, counts(1, 1, 0));
+    }
+
+    #[test]
+    fn per_type_scores_sum_to_the_strict_relation_counts() {
+        let mut ev = evaluator();
+        let mentions = [sp(0, 1), sp(5, 6), sp(10, 12)];
+        let entities: [(&[usize], usize); 2] = [(&[0, 1], 0), (&[2], 1)];
+        // Document 1: born_in right, lives_in reversed, works_for (not in gold) predicted.
+        ev.add(
+            &gold_doc(),
+            &pred(&mentions, &entities, &[(0, 1, 0), (1, 0, 1), (0, 1, 2)]),
+        )
+        .unwrap();
+        // Document 2: both right.
+        ev.add(
+            &gold_doc(),
+            &pred(&mentions, &entities, &[(0, 1, 0), (0, 1, 1)]),
+        )
+        .unwrap();
+        let s = ev.finish(0.0);
+        let per_type = &s.relation_per_type;
+        assert_eq!(per_type.len(), 3);
+        assert_eq!(per_type["born_in"], counts(2, 0, 0));
+        assert_eq!(per_type["lives_in"], counts(1, 1, 1));
+        assert_eq!(per_type["works_for"], counts(0, 1, 0));
+        assert_eq!(s.relation, counts(3, 2, 1));
+        let report = s.eval_report().relation_per_type;
+        let lives_in = &report["lives_in"];
+        assert_eq!((lives_in.support, lives_in.predicted), (2, 2));
+        assert_eq!(lives_in.prf.precision, 50.0);
+        assert_eq!(lives_in.prf.recall, 50.0);
+        assert_eq!(lives_in.prf.f1, 50.0);
+        let works_for = &report["works_for"];
+        assert_eq!((works_for.support, works_for.predicted), (0, 1));
+        assert_eq!(works_for.prf.f1, 0.0);
+        assert_eq!(report["born_in"].prf.f1, 100.0);
+        let table = s.table();
+        assert!(table.contains("relation type (top 3 of 3)"), "{table}");
+    }
+
+    #[test]
+    fn cutoffs_count_the_relations_scoring_at_least_each() {
+        // Gold: born_in and lives_in from PER to LOC. Predicted: born_in 0.9 (right), lives_in
+        // 0.4 (right), born_in reversed 0.55 and lives_in reversed 0.35 (wrong).
+        let mentions = [sp(0, 1), sp(5, 6), sp(10, 12)];
+        let entities: [(&[usize], usize); 2] = [(&[0, 1], 0), (&[2], 1)];
+        let p = scored_pred(
+            &mentions,
+            &entities,
+            &[
+                (0, 1, 0, 0.9),
+                (0, 1, 1, 0.4),
+                (1, 0, 0, 0.55),
+                (1, 0, 1, 0.35),
+            ],
+        );
+        let mut ev = evaluator().with_relation_cutoffs(0.6, &[0.5, 0.3, 0.5]);
+        ev.add(&gold_doc(), &p).unwrap();
+        let s = ev.finish(0.0);
+        let curve: Vec<(f32, Counts)> = s
+            .relation_curve
+            .iter()
+            .map(|c| (c.cutoff, c.counts))
+            .collect();
+        assert_eq!(
+            curve,
+            [
+                // All four: 2 right, 2 wrong.
+                (0.3, counts(2, 2, 0)),
+                // born_in 0.9 and the reversed 0.55.
+                (0.5, counts(1, 1, 1)),
+                // born_in 0.9 alone.
+                (0.6, counts(1, 0, 1)),
+            ]
+        );
+        // Every other relation score is taken at the threshold.
+        assert_eq!(s.relation, counts(1, 0, 1));
+        assert_eq!(s.relation_untyped, counts(1, 0, 1));
+        assert_eq!(s.relation_lenient, counts(1, 0, 1));
+        assert_eq!(s.relation_per_type["born_in"], counts(1, 0, 0));
+        assert_eq!(s.relation_per_type["lives_in"], counts(0, 0, 1));
+        let report = s.eval_report().relation_pr_curve;
+        assert_eq!(report[0].predicted, 4);
+        assert_eq!(report[0].prf.precision, 50.0);
+        assert_eq!(report[0].prf.recall, 100.0);
+        assert!((report[0].prf.f1 - 200.0 / 3.0).abs() < 1e-9);
+        assert_eq!(report[1].predicted, 2);
+        assert_eq!(report[1].prf.f1, 50.0);
+        assert_eq!(report[2].predicted, 1);
+        assert_eq!(report[2].prf.precision, 100.0);
+        let table = s.table();
+        assert!(table.contains("0.60 (model threshold)"), "{table}");
     }
 
     #[test]
@@ -801,5 +1237,59 @@ mod tests {
         }
         let table = Scores::default().table();
         assert!(table.contains("relation (untyped args)"));
+        assert!(table.contains("relation (lenient strings)"));
+    }
+
+    #[test]
+    fn eval_json_appends_the_relation_views_to_the_report() {
+        let mut ev = evaluator().with_relation_cutoffs(0.6, &[0.3]);
+        let p = pred(
+            &[sp(0, 1), sp(5, 6), sp(10, 12)],
+            &[(&[0, 1], 0), (&[2], 1)],
+            &[(0, 1, 0)],
+        );
+        ev.add(&gold_doc(), &p).unwrap();
+        let scores = ev.finish(1.0);
+        let text = serde_json::to_string(&scores.eval_report()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let report = serde_json::to_value(scores.report()).unwrap();
+        let old = report.as_object().unwrap();
+        // The report's fields unchanged and in their order, then the new sections.
+        assert_eq!(v.as_object().unwrap().len(), old.len() + 3);
+        for (key, value) in old {
+            assert_eq!(&v[key], value, "{key}");
+        }
+        let positions: Vec<usize> = [
+            "\"mention\"",
+            "\"coreference\"",
+            "\"entity\"",
+            "\"relation\"",
+            "\"gold_input\"",
+            "\"documents\"",
+            "\"seconds\"",
+            "\"relation_lenient\"",
+            "\"relation_per_type\"",
+            "\"relation_pr_curve\"",
+        ]
+        .iter()
+        .map(|k| text.find(k).unwrap())
+        .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+        let prf = |o: &serde_json::Value| ["precision", "recall", "f1"].map(|k| o[k].is_number());
+        assert_eq!(prf(&v["relation_lenient"]), [true; 3]);
+        let born_in = &v["relation_per_type"]["born_in"];
+        assert_eq!(prf(born_in), [true; 3]);
+        assert_eq!(
+            (born_in["support"].as_u64(), born_in["predicted"].as_u64()),
+            (Some(1), Some(1))
+        );
+        let curve = v["relation_pr_curve"].as_array().unwrap();
+        let cutoffs: Vec<f64> = curve
+            .iter()
+            .map(|c| c["cutoff"].as_f64().unwrap())
+            .collect();
+        assert_eq!(cutoffs, [0.3, 0.6]);
+        assert_eq!(prf(&curve[0]), [true; 3]);
+        assert_eq!(curve[0]["predicted"], 1);
     }
 }

@@ -3,9 +3,11 @@
 //!
 //! `jerex eval --model DIR --data FILE` predicts every document of a labelled DocRED-format file
 //! end to end and, for the per-task scores, three more times from gold inputs (gold mentions,
-//! gold clusters, gold entities). It prints the JSON summary ([`Report`]) on stdout and a table
-//! on stderr. With several devices each loads its own copy of the model and takes every n-th
-//! batch.
+//! gold clusters, gold entities). It prints the JSON summary ([`EvalReport`]) on stdout and a
+//! table on stderr. With several devices each loads its own copy of the model and takes every
+//! n-th batch. The end-to-end prediction is made once at the lowest relation cut-off of the
+//! precision–recall table (`--cutoffs`), and the relation scores at the model's threshold are
+//! read from it ([`Evaluator::with_relation_cutoffs`]).
 
 pub mod metrics;
 pub mod tune;
@@ -20,11 +22,11 @@ use crate::corpus::docred::read_docred;
 use crate::corpus::Document;
 use crate::device::{check_available, parse_devices, Precision};
 use crate::error::{Error, Result};
-use crate::model::{DocPrediction, GoldInput, JerexModel, PreparedDoc, ThresholdFlags};
+use crate::model::{DocPrediction, GoldInput, JerexModel, PreparedDoc, ThresholdFlags, Thresholds};
 use crate::paths;
 use crate::tokenize::WordPieceTokenizer;
 
-pub use metrics::{Counts, Evaluator, GoldTask, Prf, Report, Scores};
+pub use metrics::{Counts, EvalReport, Evaluator, GoldTask, Prf, Report, Scores};
 
 /// `jerex eval`: strict scores of a model on a labelled file.
 #[derive(Debug, Clone, clap::Args)]
@@ -46,7 +48,14 @@ pub struct EvalArgs {
     pub precision: Precision,
     #[command(flatten)]
     pub thresholds: ThresholdFlags,
+    /// Relation score cut-offs of the precision–recall table, in (0, 1]; the model's relation
+    /// threshold is always added.
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_CUTOFFS)]
+    pub cutoffs: Vec<f32>,
 }
+
+/// The default `--cutoffs`.
+const DEFAULT_CUTOFFS: &str = "0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95";
 
 /// Runs `jerex eval`: JSON on stdout, table on stderr.
 pub fn run(args: &EvalArgs) -> Result<()> {
@@ -62,6 +71,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         &args.thresholds,
         docs,
         args.batch_size,
+        &args.cutoffs,
     )?;
     let scores = Scores {
         seconds: start.elapsed().as_secs_f64(),
@@ -72,9 +82,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// The JSON summary as one line.
+/// The JSON summary as one line ([`EvalReport`]).
 pub fn report_json(scores: &Scores) -> Result<String> {
-    serde_json::to_string(&scores.report()).map_err(|e| Error::Config(e.to_string()))
+    serde_json::to_string(&scores.eval_report()).map_err(|e| Error::Config(e.to_string()))
 }
 
 /// Word pieces and candidates of each document, computed in parallel, in document order.
@@ -114,28 +124,28 @@ const GOLD_TASKS: [(GoldInput, GoldTask); 3] = [
     (GoldInput::Entities, GoldTask::Relation),
 ];
 
-/// The predictions `scope` asks for, per document of `batch`: end to end first, then one per
-/// gold task.
+/// The predictions `scope` asks for, per document of `batch`: end to end (at `end_to_end`)
+/// first, then one per gold task (at the model's thresholds).
 fn predict_scope(
     model: &JerexModel,
     docs: &[PreparedDoc],
     batch: &[usize],
     scope: Scope,
+    end_to_end: &Thresholds,
 ) -> Result<Vec<Vec<DocPrediction>>> {
     let inputs: Vec<PreparedDoc> = batch.iter().map(|&i| docs[i].clone()).collect();
     let thresholds = model.config().thresholds;
-    let mut levels = vec![GoldInput::None];
+    let mut levels = vec![(GoldInput::None, end_to_end)];
     if scope == Scope::Full {
-        levels.extend(GOLD_TASKS.iter().map(|(level, _)| *level));
+        levels.extend(GOLD_TASKS.iter().map(|(level, _)| (*level, &thresholds)));
     }
     let mut per_doc: Vec<Vec<DocPrediction>> = vec![Vec::new(); batch.len()];
     // One encoder pass serves every level.
     let encoded = model.encode_batch(&inputs);
-    for level in levels {
-        for (slot, p) in
-            per_doc
-                .iter_mut()
-                .zip(model.predict_encoded(&encoded, &thresholds, level)?)
+    for (level, t) in levels {
+        for (slot, p) in per_doc
+            .iter_mut()
+            .zip(model.predict_encoded(&encoded, t, level)?)
         {
             slot.push(p);
         }
@@ -165,7 +175,7 @@ pub fn evaluate(
     let start = Instant::now();
     let mut evaluator = Evaluator::new(model.config());
     for batch in length_batches(docs, batch_size) {
-        let predictions = predict_scope(model, docs, &batch, scope)?;
+        let predictions = predict_scope(model, docs, &batch, scope, &model.config().thresholds)?;
         for (&i, p) in batch.iter().zip(&predictions) {
             score(&mut evaluator, &docs[i].doc, p)?;
         }
@@ -177,7 +187,8 @@ pub fn evaluate(
 type Share = Vec<(usize, Vec<DocPrediction>)>;
 
 /// Full evaluation of a model folder on `devices` with its thresholds, overridden by
-/// `thresholds`: each device loads the model and predicts every `devices.len()`-th batch;
+/// `thresholds`, and the relation scores at each of `cutoffs` too: each device loads the model
+/// and predicts every `devices.len()`-th batch;
 /// scores are accumulated in document order afterwards.
 pub fn evaluate_folder(
     dir: &std::path::Path,
@@ -186,15 +197,26 @@ pub fn evaluate_folder(
     thresholds: &ThresholdFlags,
     docs: Vec<Document>,
     batch_size: usize,
+    cutoffs: &[f32],
 ) -> Result<Scores> {
     let start = Instant::now();
+    if let Some(c) = cutoffs.iter().find(|&&c| !(c > 0.0 && c <= 1.0)) {
+        return Err(Error::Config(format!(
+            "relation cut-off {c} must be in (0, 1]"
+        )));
+    }
     let mut first = JerexModel::load(dir, devices[0], precision)?;
-    let thresholds = thresholds.apply(first.config.thresholds)?;
-    first.config.thresholds = thresholds;
-    first.model.set_thresholds(thresholds);
+    first.config.thresholds = thresholds.apply(first.config.thresholds)?;
     let prepared = prepare_docs(docs, &first.tokenizer, first.config.heads.max_span_words);
     let batches = length_batches(&prepared, batch_size);
-    let mut evaluator = Evaluator::new(&first.config);
+    let thresholds = first.config.thresholds;
+    let mut evaluator =
+        Evaluator::new(&first.config).with_relation_cutoffs(thresholds.relation, cutoffs);
+    // Every cut-off is answered by filtering the relations predicted at the lowest.
+    let end_to_end = Thresholds {
+        relation: cutoffs.iter().copied().fold(thresholds.relation, f32::min),
+        ..thresholds
+    };
     let shares: Vec<Result<Share>> = std::thread::scope(|scope| {
         let prepared = &prepared;
         let batches = &batches;
@@ -207,16 +229,17 @@ pub fn evaluate_folder(
                 scope.spawn(move || -> Result<Share> {
                     let loaded = match preloaded {
                         Some(l) => l,
-                        None => {
-                            let mut l = JerexModel::load(dir, device, precision)?;
-                            l.model.set_thresholds(thresholds);
-                            l
-                        }
+                        None => JerexModel::load(dir, device, precision)?,
                     };
                     let mut out = Vec::new();
                     for batch in batches.iter().skip(k).step_by(devices.len()) {
-                        let predictions =
-                            predict_scope(&loaded.model, prepared, batch, Scope::Full)?;
+                        let predictions = predict_scope(
+                            &loaded.model,
+                            prepared,
+                            batch,
+                            Scope::Full,
+                            &end_to_end,
+                        )?;
                         out.extend(batch.iter().copied().zip(predictions));
                     }
                     Ok(out)

@@ -256,11 +256,6 @@ impl JerexModel {
         &self.config
     }
 
-    /// Replaces the thresholds of the model's configuration (what `predict` callers read).
-    pub fn set_thresholds(&mut self, thresholds: Thresholds) {
-        self.config.thresholds = thresholds;
-    }
-
     pub fn encoder(&self) -> &Encoder {
         &self.encoder
     }
