@@ -437,27 +437,10 @@ fn reruns_replace_a_units_parts_and_arrow_ipc_works() {
     assert_eq!(tables(&dir.path().join("ipc")), first);
 }
 
-/// pyarrow from the project's Python environment, when it is there (CI must have it).
-fn python_with_pyarrow() -> Option<PathBuf> {
-    let python = paths::repo_root().join(".venv/bin/python");
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import pyarrow.dataset"])
-        .status()
-        .is_ok_and(|s| s.success());
-    match (ok, paths::under_ci()) {
-        (true, _) => Some(python),
-        (false, true) => panic!("CI needs pyarrow in .venv (scripts/requirements.txt)"),
-        (false, false) => {
-            eprintln!("skipping: .venv/bin/python with pyarrow not found");
-            None
-        }
-    }
-}
-
 #[test]
 fn output_directories_are_pyarrow_datasets() {
     let Some(tok) = tokenizer_json() else { return };
-    let Some(python) = python_with_pyarrow() else {
+    let Some(python) = common::python_with("pyarrow.dataset") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

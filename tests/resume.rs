@@ -410,23 +410,6 @@ fn killed_runs_resume_to_exactly_the_rows_of_an_uninterrupted_run() {
     );
 }
 
-/// `.venv/bin/python` when it imports `module`; CI must have it (scripts/requirements.txt).
-fn python_with(module: &str) -> Option<PathBuf> {
-    let python = paths::repo_root().join(".venv/bin/python");
-    let ok = Command::new(&python)
-        .args(["-c", &format!("import {module}")])
-        .status()
-        .is_ok_and(|s| s.success());
-    match (ok, paths::under_ci()) {
-        (true, _) => Some(python),
-        (false, true) => panic!("CI needs {module} in .venv (scripts/requirements.txt)"),
-        (false, false) => {
-            eprintln!("skipping: .venv/bin/python cannot import {module}");
-            None
-        }
-    }
-}
-
 /// Reads every table as a pyarrow dataset and checks it against `schemas/NAME.json` (names,
 /// order, types, nullability, no nulls where none are allowed); then counts and joins with
 /// DuckDB over `read_parquet('TABLE/*.parquet')`. Prints one JSON object.
@@ -479,7 +462,7 @@ print(json.dumps(result))
 
 #[test]
 fn pyarrow_and_duckdb_read_the_tables_as_documented_and_counted() {
-    let Some(python) = python_with("pyarrow.dataset") else {
+    let Some(python) = common::python_with("pyarrow.dataset") else {
         return;
     };
     let Some(fx) = fixture() else { return };

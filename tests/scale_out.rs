@@ -2,6 +2,8 @@
 //! and the Kubernetes and Slurm files in `jobs/` (parsed, checked against each other, and their
 //! wrappers run with a stand-in `jerex`).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -232,23 +234,9 @@ fn with_fake(program: &str, args: &[&str], envs: &[(&str, &str)]) -> (i32, Strin
     )
 }
 
-/// The project's Python (.venv) when it can import `module`; CI must have it.
-fn venv_python(module: &str) -> Option<PathBuf> {
-    let python = paths::repo_root().join(".venv/bin/python");
-    let ok = Command::new(&python)
-        .args(["-c", &format!("import {module}")])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(!paths::under_ci(), "CI needs {module} in .venv");
-        eprintln!("skipping: .venv/bin/python with {module} not found");
-    }
-    ok.then_some(python)
-}
-
 /// The Kubernetes manifest as JSON (PyYAML reads it, as kubectl would).
 fn k8s_manifest() -> Option<Value> {
-    let out = Command::new(venv_python("yaml")?)
+    let out = Command::new(common::python_with("yaml")?)
         .args([
             "-c",
             "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
@@ -433,7 +421,7 @@ fn sharded_runs_of_the_binary_write_exactly_one_runs_rows() {
         eprintln!("skipping: no model at {}", model.display());
         return;
     }
-    let Some(python) = venv_python("pyarrow.dataset") else {
+    let Some(python) = common::python_with("pyarrow.dataset") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -478,18 +478,22 @@ pub fn check_columns(schema: &Schema, columns: &InputColumns) -> std::result::Re
     resolve(schema, columns).map(|_| ())
 }
 
+/// Every string encoding producers write: plain, large (Polars), view, and dictionary-encoded
+/// (pyarrow's `dictionary_encode`, Spark), which the reader casts to plain strings.
 fn is_string(dt: &DataType) -> bool {
-    matches!(
-        dt,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-    )
+    match dt {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, values) => is_string(values),
+        _ => false,
+    }
 }
 
 fn is_binary(dt: &DataType) -> bool {
-    matches!(
-        dt,
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
-    )
+    match dt {
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => true,
+        DataType::Dictionary(_, values) => is_binary(values),
+        _ => false,
+    }
 }
 
 fn list_item(dt: &DataType) -> Option<&DataType> {

@@ -103,3 +103,21 @@ pub fn save_tiny_model(
     JerexModel::save(&out, &vs, config, tokenizer_json).unwrap();
     out
 }
+
+/// `.venv/bin/python` when it can import `modules` (e.g. `"pyarrow, duckdb"`); CI must have them
+/// (scripts/requirements.txt), so there a missing one fails the test instead of skipping it.
+pub fn python_with(modules: &str) -> Option<PathBuf> {
+    let python = jerex::paths::repo_root().join(".venv/bin/python");
+    let ok = std::process::Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    match (ok, jerex::paths::under_ci()) {
+        (true, _) => Some(python),
+        (false, true) => panic!("CI needs {modules} in .venv (scripts/requirements.txt)"),
+        (false, false) => {
+            eprintln!("skipping: .venv/bin/python cannot import {modules}");
+            None
+        }
+    }
+}
