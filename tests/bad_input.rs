@@ -157,6 +157,19 @@ fn config(tok: &Path) -> ModelConfig {
 
 /// Writes a job over `inputs` and runs `jerex run` on it with `flags`.
 fn run_job(dir: &Path, model: &Path, inputs: &[PathBuf], out: &Path, flags: &[&str]) -> Output {
+    job_command(dir, model, inputs, out, flags)
+        .output()
+        .unwrap()
+}
+
+/// The `jerex run` command of [`run_job`], not started.
+fn job_command(
+    dir: &Path,
+    model: &Path,
+    inputs: &[PathBuf],
+    out: &Path,
+    flags: &[&str],
+) -> Command {
     let job = dir.join(format!(
         "job-{}.toml",
         out.file_name().unwrap().to_string_lossy()
@@ -168,13 +181,29 @@ fn run_job(dir: &Path, model: &Path, inputs: &[PathBuf], out: &Path, flags: &[&s
         paths.join(", ")
     );
     std::fs::write(&job, text).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_jerex"))
-        .arg("run")
-        .arg(&job)
-        .args(["--no-progress"])
-        .args(flags)
-        .output()
-        .unwrap()
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jerex"));
+    cmd.arg("run").arg(&job).args(["--no-progress"]).args(flags);
+    cmd
+}
+
+/// Runs `cmd` with `dir` mounted read-only, in a private mount namespace (`unshare -m`), so the
+/// directory is unwritable even for root, who ignores permission bits.
+fn with_read_only(dir: &Path, cmd: &Command) -> Output {
+    let script =
+        "mount --bind \"$1\" \"$1\" && mount -o remount,ro,bind \"$1\" && shift && exec \"$@\"";
+    let output = Command::new("unshare")
+        .args(["-m", "sh", "-c", script, "sh"])
+        .arg(dir)
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .output();
+    match output {
+        Ok(out) if !String::from_utf8_lossy(&out.stderr).contains("mount:") => out,
+        other => panic!(
+            "cannot mount {} read-only with unshare -m: {other:?}",
+            dir.display()
+        ),
+    }
 }
 
 fn code(out: &Output) -> i32 {
@@ -377,18 +406,26 @@ fn configuration_problems_exit_78_before_any_work() {
         assert!(err.contains("output directory is not usable"), "{err}");
         assert!(err.contains(&out.display().to_string()), "{err}");
     }
-    // A directory without write permission; root ignores permissions, so check that it bites.
+    // A directory without write permission. Root ignores permission bits (as in CI), so there
+    // the directory is mounted read-only instead.
     let locked = dir.path().join("locked");
     std::fs::create_dir(&locked).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
-    if File::create(locked.join("probe")).is_ok() {
-        eprintln!("skipping the read-only directory case: running with root privileges");
+    let locked_job = job_command(dir.path(), &model, &inputs, &locked, &[]);
+    let run = if File::create(locked.join("probe")).is_ok() {
+        std::fs::remove_file(locked.join("probe")).unwrap();
+        with_read_only(&locked, &locked_job)
     } else {
-        let run = run_job(dir.path(), &model, &inputs, &locked, &[]);
-        assert_eq!(code(&run), 78, "{}", stderr(&run));
-        assert!(stderr(&run).contains("output directory is not usable"));
-    }
+        let mut cmd = locked_job;
+        cmd.output().unwrap()
+    };
+    assert_eq!(code(&run), 78, "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("output directory is not usable"),
+        "{}",
+        stderr(&run)
+    );
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
 
     // Bad flags and bad values.
