@@ -113,9 +113,8 @@ pub struct ReleasePolicy {
 
 impl ReleasePolicy {
     /// Leftovers tolerated above the working set before a release. Each release makes the next
-    /// batches fault their buffers back in (about 15,000 page faults, roughly 10 µs each on
-    /// this virtual machine): with 32 MiB, 7–26 releases per 500 documents cost up to 10% of the
-    /// wall time; with 64, none were needed in 500 documents.
+    /// batches fault their buffers back in, so a slack too small releases often and costs
+    /// speed (the trade-off measured in `docs/performance.md`).
     pub const SLACK: u64 = 64 << 20;
     /// Rises the working set is the median of.
     pub const RISES: usize = 31;

@@ -7,9 +7,9 @@ use clap::{Parser, Subcommand};
 use jerex::error::ErrorClass;
 
 /// One allocator for Rust and libtorch alike (mimalloc, overriding `malloc` for the whole process):
-/// under glibc the heap grew with corpus length (peak 0.93 GiB at 1,000 documents, 1.45 GiB at
-/// 5,000), most likely fragmentation around buffers of varying shapes. When freed memory goes
-/// back to the OS is set in `jerex::alloc`.
+/// under glibc the heap grew with corpus length (see `docs/performance.md`), most likely
+/// fragmentation around buffers of varying shapes. When freed memory goes back to the OS is set
+/// in `jerex::alloc`.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

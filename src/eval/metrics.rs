@@ -1,4 +1,4 @@
-//! Strict end-to-end metrics (reference 5.1).
+//! Strict end-to-end metrics, as the reference implementation scores them.
 //!
 //! Per document, gold and predictions become sets of hashable items; an item is a true positive
 //! when it is in both sets, a false positive when only predicted, a false negative when only

@@ -1,4 +1,5 @@
-//! Coreference clustering: complete linkage over mention-pair probabilities (reference 4.4).
+//! Coreference clustering: complete linkage over mention-pair probabilities, as the reference
+//! implementation clusters (with scikit-learn's agglomerative clustering on `1 − p`).
 //! Two clusters merge only if **every** cross pair has probability `> threshold`, i.e. the
 //! complete-linkage distance `max(1 − p)` is strictly below `1 − threshold`.
 

@@ -1,6 +1,8 @@
-//! Coreference (reference 3.3): a mention-pair classifier `FFNN([m1; m2; ED embedding])`.
+//! Coreference, as in the reference implementation: a mention-pair classifier
+//! `FFNN([m1; m2; ED embedding])`.
 //! The first layer is split exactly, `W [m1; m2; e] = (A m)[i] + (B m)[j] + (E' ed)[d] + b`,
-//! so each mention is projected once and a pair costs one fused sum of three rows (weakness 8.3).
+//! so each mention is projected once and a pair costs one fused sum of three rows (the reference
+//! multiplies every pair's concatenation by the whole layer).
 //! Pairs are scored in chunks so the `[pairs, H]` temporaries stay under a memory budget.
 
 use tch::{nn, Kind, Tensor};

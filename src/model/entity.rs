@@ -1,4 +1,5 @@
-//! Entity representation and classification (reference 3.4): max-pool the mention
+//! Entity representation and classification, as in the reference implementation: max-pool the
+//! mention
 //! representations of each cluster (one `index_reduce` for all clusters of a batch), then
 //! `Linear H→H, ReLU, dropout, Linear H→types`.
 

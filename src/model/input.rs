@@ -34,7 +34,8 @@ impl PreparedDoc {
     }
 
     /// Every span of `1..=max_span_words` words inside one sentence, in the reference order:
-    /// sentence, then size ascending, then start ascending (reference 4.1).
+    /// sentence, then size ascending, then start ascending (the reference implementation's order,
+    /// which its checkpoints' coreference direction depends on).
     pub fn candidates(&self) -> Vec<Span> {
         candidate_spans(&self.doc, self.max_span_words)
     }

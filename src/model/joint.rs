@@ -31,7 +31,8 @@ use crate::train::sample::DocSample;
 /// chunks made the element-wise ops 10× slower (fresh pages for every temporary).
 pub const DEFAULT_CHUNK_ELEMENTS: i64 = 1 << 20;
 
-/// The joint training loss and its terms (reference 3.9). Terms without samples are 0.
+/// The joint training loss and its terms, weighted as in the reference implementation. Terms
+/// without samples are 0.
 #[derive(Debug)]
 pub struct Losses {
     pub mention: Tensor,
@@ -761,7 +762,8 @@ impl JerexModel {
         )
     }
 
-    /// The joint training loss over a batch of documents and their samples (reference 3.9):
+    /// The joint training loss over a batch of documents and their samples, as the reference
+    /// implementation computes it:
     /// masked means over all samples of the batch, the relation BCE summed over types and
     /// averaged over entity pairs, `total = mention + coref + 0.25 entity + relation`.
     /// Entity and relation heads see gold clusters and gold types (teacher forcing).

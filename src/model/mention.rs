@@ -1,4 +1,5 @@
-//! Mention localization (reference 3.2): `FFNN([span repr; size embedding])` → one logit.
+//! Mention localization, as in the reference implementation: `FFNN([span repr; size embedding])`
+//! → one logit.
 //! The first layer is split over its input, `W [r; s] = W_r r + (W_s S)[size]`, so the size term
 //! is one small table projected once, not a per-span concatenation. At inference,
 //! [`MentionScreen`] bounds each span's logit from part of the layer and finishes only the
@@ -104,9 +105,8 @@ impl MentionLocalization {
 /// `min(0, w_j z_j)` (as `relu(z) ≥ 0` and `relu(z) ≥ z`), so together those units add at most
 /// `min(0, Σ w_j z_j)`, and that sum is linear in the span: one more column of the first layer.
 /// The units with `w_j > 0` plus that column bound the logit from above; only spans whose bound
-/// reaches the threshold pay for the other units one by one. With the default model 42% of the
-/// units are positive; at 0.85 the bound leaves 1.75% of the candidate spans open (12.5% without
-/// the column), for 1.68% that pass.
+/// reaches the threshold pay for the other units one by one. At usual thresholds the bound leaves
+/// open little more than the spans that pass (figures in `docs/performance.md`).
 pub struct MentionScreen {
     /// First-layer weights `[H, P + 1]` and size terms `[sizes, P + 1]` of the `P` units with
     /// positive output weights, then the column of the others; output weights `[P]`.

@@ -1,5 +1,6 @@
 //! Max-pooling over contiguous row ranges of a `[T, H]` tensor without dense `[ranges, T, H]`
-//! masks (reference weakness 8.1/8.2): a sparse table over the token axis answers any range max
+//! masks (the reference implementation broadcasts such masks, which needs gigabytes for long
+//! documents): a sparse table over the token axis answers any range max
 //! with two row gathers, and gradients flow through the `maximum` ops back to the rows.
 
 use tch::{Device, Kind, Tensor};

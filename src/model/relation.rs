@@ -1,11 +1,11 @@
-//! Relation classification: the multi-instance head (MRC, reference 3.5; the JEREX model) and
-//! the global baseline (GRC, 3.6).
+//! Relation classification: the multi-instance head (MRC, the JEREX model) and the global
+//! baseline (GRC).
 //!
 //! MRC scores every mention pair of an entity pair with `pair_linear` over
 //! `[ctx; m_h; m_t; e_h; e_t; tok; sent]`, split exactly into per-part products so mentions,
 //! entities and distance tables are projected once and only the context term is per pair
-//! (weakness 8.3); contexts come from the range-max table, computed once per distinct range in
-//! a chunk (8.2). Mention pairs are processed in chunks whose `[chunk, H]` temporaries stay under
+//! (the reference multiplies every pair's concatenation by the whole layer); contexts come from
+//! the range-max table, computed once per distinct range in a chunk. Mention pairs are processed in chunks whose `[chunk, H]` temporaries stay under
 //! the caller's budget, with a running segment max per entity pair.
 
 use std::collections::HashMap;
@@ -26,7 +26,8 @@ pub struct MentionPlace {
     pub pieces: (usize, usize),
 }
 
-/// All mention pairs of a list of entity pairs, built on the CPU (reference 2.4 / 4.6). The
+/// All mention pairs of a list of entity pairs, built on the CPU, with the reference
+/// implementation's distances and contexts. The
 /// pairs of entity pair `r` are `offsets[r]..offsets[r + 1]`. Distances are raw (unclamped);
 /// the heads clamp them to their tables.
 #[derive(Debug, Clone, Default, PartialEq)]

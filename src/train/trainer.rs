@@ -1,4 +1,5 @@
-//! `jerex train`: the training loop (reference 3.10, batched).
+//! `jerex train`: the training loop (the reference implementation's optimizer, schedule and
+//! clipping, with several documents per step).
 //!
 //! A run starts from the pretrained encoder folder (heads initialised at random) or resumes
 //! from `OUTPUT/checkpoint/` (model, optimizer moments, epoch/step and history). Every epoch
