@@ -7,6 +7,7 @@
 pub mod alloc;
 pub mod corpus;
 pub mod device;
+pub mod durable;
 pub mod encoder;
 pub mod engine;
 pub mod error;

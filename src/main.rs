@@ -99,7 +99,12 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("Error: {e:?}");
+            // The message and its causes, never a backtrace: RUST_BACKTRACE is often set in CI
+            // environments, and a user error is not a crash.
+            eprintln!("Error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
             let class = e.downcast_ref::<jerex::Error>().map(jerex::Error::class);
             ExitCode::from(match class {
                 Some(ErrorClass::Config) => EX_CONFIG,

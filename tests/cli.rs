@@ -84,3 +84,23 @@ fn tune_refuses_an_unknown_target_as_bad_configuration() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("recall-at-precision=P"), "{text}");
 }
+
+#[test]
+fn user_errors_print_no_backtrace() {
+    let out = jerex()
+        .args([
+            "eval",
+            "--model",
+            "/nonexistent-model",
+            "--data",
+            "/nonexistent.json",
+        ])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.starts_with("Error: "), "{text}");
+    assert!(text.contains("/nonexistent"), "{text}");
+    assert!(!text.to_lowercase().contains("backtrace"), "{text}");
+}

@@ -30,14 +30,14 @@ use serde::{Deserialize, Serialize};
 
 use super::job::{Compression, OutputFormat};
 use super::manifest::{
-    self, read_json, remove_dir_if_exists, remove_file_if_exists, write_json_atomic, DocCounts,
-    Existing, Manifest, Success, UnitRecord,
+    self, remove_dir_if_exists, remove_file_if_exists, DocCounts, Existing, Manifest, Success,
+    UnitRecord,
 };
 use super::pipeline::{Unit, TABLES};
 use super::Prepared;
 use crate::corpus::parquet::InputColumns;
+use crate::durable::{read_json, sync_dir, write_json_atomic};
 use crate::error::{Error, Result};
-use crate::output::writer::sync_dir;
 use crate::output::{record_batch, PartWriter, Status, TableRow};
 use crate::schema;
 

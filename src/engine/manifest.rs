@@ -21,8 +21,6 @@
 //! `TABLE/*.parquet` always find the table and its schema.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -31,9 +29,9 @@ use serde::{Deserialize, Serialize};
 use super::job::{Compression, Job, OutputFormat};
 use super::pipeline::{ModelInfo, Unit, TABLES};
 use super::plan::{PlannedUnit, Shard};
+use crate::durable::{read_json, sync_dir, temp_path, to_json, write_json_atomic, write_synced};
 use crate::error::{Error, Result};
 use crate::model::Thresholds;
-use crate::output::writer::sync_dir;
 use crate::output::PartWriter;
 
 pub const MANIFEST_DIR: &str = "_manifest";
@@ -309,7 +307,7 @@ impl Manifest {
         }
         let m = Manifest::create(out)?;
         // Shards may start together: the first to link the file wins, the others compare.
-        let tmp = temp_name(&job_file);
+        let tmp = temp_path(&job_file);
         write_synced(&tmp, &to_json(fingerprint, &job_file)?)?;
         let linked = std::fs::hard_link(&tmp, &job_file);
         let _ = std::fs::remove_file(&tmp);
@@ -606,39 +604,6 @@ pub(crate) fn remove_dir_if_exists(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(path, e)),
     }
-}
-
-fn temp_name(path: &Path) -> PathBuf {
-    path.with_file_name(format!(".{}.{}.tmp", file_name(path), std::process::id()))
-}
-
-fn to_json<T: Serialize>(value: &T, path: &Path) -> Result<Vec<u8>> {
-    serde_json::to_vec_pretty(value).map_err(|e| Error::Json {
-        path: path.to_path_buf(),
-        source: e,
-    })
-}
-
-pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Json {
-        path: path.to_path_buf(),
-        source: e,
-    })
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    f.sync_all().map_err(|e| Error::io(path, e))
-}
-
-/// Writes `value` as JSON to `path` so that readers see the old file or the whole new one.
-pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let tmp = temp_name(path);
-    write_synced(&tmp, &to_json(value, path)?)?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 #[cfg(test)]

@@ -313,12 +313,22 @@ pub fn summary(report: &Report, out: &Path) -> String {
         report.relations,
         out.display()
     ));
+    // Replicas of one device (the CPU runs two by default) are told apart by their number.
+    let replicated = |name: &str| report.devices.iter().filter(|d| d.device == name).count() > 1;
     let devices: Vec<String> = report
         .devices
         .iter()
-        .map(|d| match &d.error {
-            Some(e) => format!("{}: failed ({e})", d.device),
-            None => format!("{}: {} batches, {} docs", d.device, d.batches, d.documents),
+        .enumerate()
+        .map(|(i, d)| {
+            let name = if replicated(&d.device) {
+                format!("{} replica {i}", d.device)
+            } else {
+                d.device.clone()
+            };
+            match &d.error {
+                Some(e) => format!("{name}: failed ({e})"),
+                None => format!("{name}: {} batches, {} docs", d.batches, d.documents),
+            }
         })
         .collect();
     s.push_str(&format!("devices: {}\n", devices.join("; ")));

@@ -15,6 +15,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use indicatif::HumanBytes;
 use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
 use serde::{Deserialize, Serialize};
 
@@ -527,20 +528,6 @@ pub struct Partition {
     pub total: Totals,
 }
 
-fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let (mut v, mut u) = (b as f64, 0);
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 impl Partition {
     /// A table of the shards and the total; `with_units` lists each shown shard's units too.
     pub fn table(&self, with_units: bool) -> String {
@@ -549,8 +536,8 @@ impl Partition {
                 "{name:<6} {:>7} {:>12} {:>11} {:>11}\n",
                 t.units,
                 t.rows,
-                human_bytes(t.bytes),
-                human_bytes(t.compressed_bytes)
+                HumanBytes(t.bytes).to_string(),
+                HumanBytes(t.compressed_bytes).to_string()
             )
         };
         let mut s = format!(
@@ -576,7 +563,7 @@ impl Partition {
                         u.unit.hash,
                         u.unit.path.display(),
                         u.rows,
-                        human_bytes(u.bytes)
+                        HumanBytes(u.bytes)
                     ));
                 }
             }
@@ -766,8 +753,6 @@ mod tests {
         let table = only.table(true);
         assert!(table.contains(&s1[0].hash), "{table}");
         assert!(table.starts_with("shard"), "{table}");
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
     }
 
     fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

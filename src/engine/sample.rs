@@ -198,7 +198,7 @@ pub fn docred_to_parquet(json: &Path, out: &Path, copies: usize) -> Result<()> {
         .collect();
     docs.extend(copied);
     write_input_parquet(out, &docs)?;
-    super::manifest::write_json_atomic(&SourceRecord::file(out), &source)
+    crate::durable::write_json_atomic(&SourceRecord::file(out), &source)
 }
 
 /// True when `out` is missing, or was made by [`docred_to_parquet`] from something other than

@@ -30,12 +30,12 @@ use serde_json::json;
 
 use crate::corpus::docred::read_docred;
 use crate::device::{check_available, parse_devices, Precision};
+use crate::durable::write_json_atomic;
 use crate::error::{Error, Result};
 use crate::eval::metrics::{Counts, Evaluator};
 use crate::eval::prepare_docs;
 use crate::model::{DocPrediction, EncodedBatch, GoldInput, JerexModel, PreparedDoc, Thresholds};
 use crate::paths;
-use crate::train::trainer::write_json_atomic;
 
 /// A mention pass stops lowering its floor once it predicts this many times the gold mentions.
 pub const MENTION_BUDGET: usize = 2;

@@ -7,6 +7,7 @@ use std::path::Path;
 use tch::{nn, Device, Kind};
 
 use crate::device::Precision;
+use crate::durable::write_atomic;
 use crate::encoder::{load_all, save_all, SpecialIds};
 use crate::error::{Error, Result};
 use crate::model::config::{CorefStrings, ModelConfig};
@@ -97,14 +98,4 @@ impl JerexModel {
         }
         Ok(())
     }
-}
-
-/// Writes next to the destination and renames, so readers never see half a file.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
 }

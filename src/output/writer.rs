@@ -12,6 +12,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
+use crate::durable::sync_dir;
 use crate::engine::job::{Compression, OutputFormat};
 use crate::error::{Error, Result};
 
@@ -127,12 +128,6 @@ fn parquet_compression(c: Compression) -> parquet::basic::Compression {
         Compression::Lz4 => C::LZ4_RAW,
         Compression::None => C::UNCOMPRESSED,
     }
-}
-
-/// Makes a rename in `dir` durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    let d = File::open(dir).map_err(|e| Error::io(dir, e))?;
-    d.sync_all().map_err(|e| Error::io(dir, e))
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use tch::nn::VarStore;
 use crate::corpus::docred::relation_names;
 use crate::corpus::Document;
 use crate::device::{check_available, parse_devices, Precision};
+use crate::durable::{read_json, write_json_atomic};
 use crate::encoder::{load_pretrained, BertConfig};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, prepare_docs, Report, Scope, Scores};
@@ -824,30 +825,6 @@ fn recover_dir(from: &Path, to: &Path, complete_marker: &str) -> Result<()> {
         return Ok(());
     };
     std::fs::rename(&source, to).map_err(|e| Error::io(to, e))
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|source| Error::Json {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Writes `value` as pretty JSON next to `path` and renames it into place, so a reader (or a
-/// resume after a crash) never sees half a file.
-pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    use std::io::Write;
-    let text = serde_json::to_string_pretty(value).map_err(|source| Error::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-    tmp.write_all(text.as_bytes())
-        .map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
 }
 
 #[cfg(test)]
