@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::corpus::parquet::InputColumns;
 use crate::error::{Error, Result};
-use crate::model::Thresholds;
+use crate::model::{ThresholdFlags, Thresholds};
 
 /// A whole job file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -296,15 +296,9 @@ pub struct JobOverrides {
     /// `batch.max_pairs`.
     #[arg(long)]
     pub max_pairs: Option<usize>,
-    /// `thresholds.mention`.
-    #[arg(long)]
-    pub mention_threshold: Option<f32>,
-    /// `thresholds.coref`.
-    #[arg(long)]
-    pub coref_threshold: Option<f32>,
-    /// `thresholds.relation`.
-    #[arg(long)]
-    pub relation_threshold: Option<f32>,
+    /// `thresholds.mention`, `thresholds.coref`, `thresholds.relation`.
+    #[command(flatten)]
+    pub thresholds: ThresholdFlags,
     /// `writer.rows_per_part`.
     #[arg(long)]
     pub rows_per_part: Option<usize>,
@@ -628,9 +622,9 @@ impl JobOverrides {
         }
         let t = &mut job.thresholds;
         for (target, value) in [
-            (&mut t.mention, self.mention_threshold),
-            (&mut t.coref, self.coref_threshold),
-            (&mut t.relation, self.relation_threshold),
+            (&mut t.mention, self.thresholds.mention_threshold),
+            (&mut t.coref, self.thresholds.coref_threshold),
+            (&mut t.relation, self.thresholds.relation_threshold),
         ] {
             if value.is_some() {
                 *target = value;
@@ -799,7 +793,10 @@ mod tests {
         let overrides = JobOverrides {
             input: vec![dir.path().join("docs").to_string_lossy().into_owned()],
             max_docs: Some(3),
-            relation_threshold: Some(0.5),
+            thresholds: ThresholdFlags {
+                relation_threshold: Some(0.5),
+                ..Default::default()
+            },
             devices: Some("cpu".into()),
             ..Default::default()
         };

@@ -41,13 +41,13 @@ impl Default for Thresholds {
 /// Command-line overrides of a model's thresholds.
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct ThresholdFlags {
-    /// Mention threshold instead of the model's.
+    /// Mention threshold instead of the model's (job field `thresholds.mention`).
     #[arg(long)]
     pub mention_threshold: Option<f32>,
-    /// Coreference threshold instead of the model's.
+    /// Coreference threshold instead of the model's (job field `thresholds.coref`).
     #[arg(long)]
     pub coref_threshold: Option<f32>,
-    /// Relation threshold instead of the model's.
+    /// Relation threshold instead of the model's (job field `thresholds.relation`).
     #[arg(long)]
     pub relation_threshold: Option<f32>,
 }
