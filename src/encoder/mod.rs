@@ -13,13 +13,12 @@ pub mod window;
 pub use bert::BertModel;
 pub use config::BertConfig;
 pub use load::{load_all, load_pretrained, save_all};
-pub use window::{plan_batches, plan_windows, Window};
+pub use window::{plan_batches, plan_windows, Framing, Window, WindowConfig};
 
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::device::Precision;
 use crate::error::Result;
-use crate::model::WindowConfig;
 
 /// Padded tokens per forward pass by default: 16 windows of 512 pieces. Bounds activation memory
 /// however long a document is.

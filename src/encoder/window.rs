@@ -2,8 +2,54 @@
 //! batches under a token budget. Both are pure functions so the plans are easy to test and
 //! identical on every run and device.
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
-use crate::model::WindowConfig;
+
+/// How documents longer than the encoder's position limit are split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Word pieces per window, special tokens included (at most the encoder's positions).
+    pub max_len: usize,
+    /// Word pieces shared by consecutive windows.
+    pub overlap: usize,
+    /// The special tokens around each window.
+    #[serde(default)]
+    pub framing: Framing,
+}
+
+/// What surrounds a window's word pieces in the encoder input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Framing {
+    /// `[CLS] pieces [SEP]`, as BERT was pre-trained.
+    #[default]
+    ClsSep,
+    /// The pieces alone: the reference implementation encodes documents without special
+    /// tokens, so its checkpoints expect no `[CLS]` at position 0.
+    None,
+}
+
+impl Framing {
+    /// Special tokens added to each window.
+    pub fn tokens(self) -> usize {
+        match self {
+            Framing::ClsSep => 2,
+            Framing::None => 0,
+        }
+    }
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            max_len: 512,
+            overlap: 128,
+            framing: Framing::ClsSep,
+        }
+    }
+}
 
 /// One encoder window over a document's word pieces (special tokens excluded): it encodes the
 /// pieces `[start, end)` and supplies the output rows of `[keep_start, keep_end)`, a sub-range.
@@ -120,7 +166,7 @@ mod tests {
         WindowConfig {
             max_len,
             overlap,
-            framing: crate::model::Framing::ClsSep,
+            framing: Framing::ClsSep,
         }
     }
 

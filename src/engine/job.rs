@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::corpus::parquet::InputColumns;
 use crate::error::{Error, Result};
 use crate::model::{ThresholdFlags, Thresholds};
+pub use crate::output::writer::{Compression, OutputFormat};
 
 /// A whole job file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,25 +126,6 @@ impl InputConfig {
     }
 }
 
-/// Output table file format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputFormat {
-    #[default]
-    Parquet,
-    /// Arrow IPC files (`.arrow`).
-    Arrow,
-}
-
-impl OutputFormat {
-    pub fn extension(self) -> &'static str {
-        match self {
-            OutputFormat::Parquet => "parquet",
-            OutputFormat::Arrow => "arrow",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputConfig {
@@ -213,17 +195,6 @@ impl ThresholdOverrides {
             relation: self.relation.unwrap_or(base.relation),
         }
     }
-}
-
-/// Compression of the output part files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    #[default]
-    Zstd,
-    Snappy,
-    Lz4,
-    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

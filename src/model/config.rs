@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::encoder::window::{Framing, WindowConfig};
 use crate::encoder::BertConfig;
 use crate::error::{Error, Result};
 
@@ -149,51 +150,6 @@ impl Default for HeadConfig {
             coref_pair_order: CorefPairOrder::default(),
             coref_strings: CorefStrings::default(),
             word_shapes: false,
-        }
-    }
-}
-
-/// How documents longer than the encoder's position limit are split.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WindowConfig {
-    /// Word pieces per window, special tokens included (at most the encoder's positions).
-    pub max_len: usize,
-    /// Word pieces shared by consecutive windows.
-    pub overlap: usize,
-    /// The special tokens around each window.
-    #[serde(default)]
-    pub framing: Framing,
-}
-
-/// What surrounds a window's word pieces in the encoder input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Framing {
-    /// `[CLS] pieces [SEP]`, as BERT was pre-trained.
-    #[default]
-    ClsSep,
-    /// The pieces alone: the reference implementation encodes documents without special
-    /// tokens, so its checkpoints expect no `[CLS]` at position 0.
-    None,
-}
-
-impl Framing {
-    /// Special tokens added to each window.
-    pub fn tokens(self) -> usize {
-        match self {
-            Framing::ClsSep => 2,
-            Framing::None => 0,
-        }
-    }
-}
-
-impl Default for WindowConfig {
-    fn default() -> Self {
-        WindowConfig {
-            max_len: 512,
-            overlap: 128,
-            framing: Framing::ClsSep,
         }
     }
 }

@@ -23,8 +23,8 @@ use crate::model::prediction::{DocPrediction, DocTrace, PredEntity, PredMention,
 use crate::model::relation::{
     MentionPairs, MentionPlace, RelationClassifier, RelationInput, RelationOutput, RelationPass,
 };
+use crate::model::sample::DocSample;
 use crate::tokenize::PieceDecoder;
-use crate::train::sample::DocSample;
 
 /// Default budget for one chunk's `[rows, H]` temporaries in the pair heads and span pooling:
 /// 1 M floats (4 MB fp32) per tensor, so chunks stay in cache and in reused heap memory: 16× larger

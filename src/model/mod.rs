@@ -13,6 +13,7 @@ pub mod mention;
 pub mod pool;
 pub mod prediction;
 pub mod relation;
+pub mod sample;
 
 pub use config::{
     CorefPairOrder, CorefStrings, Framing, HeadConfig, ModelConfig, RelationHead, ThresholdFlags,
@@ -22,3 +23,4 @@ pub use folder::LoadedModel;
 pub use input::PreparedDoc;
 pub use joint::{EncodedBatch, GoldInput, JerexModel, Losses};
 pub use prediction::{DocPrediction, DocTrace, PredEntity, PredMention, PredRelation};
+pub use sample::DocSample;

@@ -11,10 +11,40 @@ use arrow::ipc::writer::{FileWriter, IpcWriteOptions};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
 
 use crate::durable::sync_dir;
-use crate::engine::job::{Compression, OutputFormat};
 use crate::error::{Error, Result};
+
+/// Output table file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    #[default]
+    Parquet,
+    /// Arrow IPC files (`.arrow`).
+    Arrow,
+}
+
+impl OutputFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Parquet => "parquet",
+            OutputFormat::Arrow => "arrow",
+        }
+    }
+}
+
+/// Compression of the output part files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Zstd,
+    Snappy,
+    Lz4,
+    None,
+}
 
 /// Writes part files of the output tables below one root directory (`ROOT/TABLE/NAME.EXT`).
 #[derive(Debug, Clone)]
