@@ -23,6 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
+use tch::Device;
 
 use crate::corpus::docred::relation_names;
 use crate::corpus::Document;
@@ -39,7 +40,7 @@ use crate::model::{
 use crate::paths;
 use crate::tokenize::WordPieceTokenizer;
 use crate::train::data::{
-    collect_types, load_dataset, plan_epoch, sample_rng, torch_seed, SplitSpec,
+    collect_types, load_dataset, plan_epoch, sample_rng, torch_seed, Dataset, SplitSpec,
 };
 use crate::train::optim::{AdamW, AdamWConfig, Schedule};
 use crate::train::sample::{sample_document, DocSample, SamplingConfig};
@@ -185,6 +186,11 @@ impl<'m> Trainer<'m> {
             schedule: Schedule::new(adamw.lr, total_steps, WARMUP_FRACTION),
             options,
         })
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &'m JerexModel {
+        self.model
     }
 
     pub fn optimizer(&mut self) -> &mut AdamW {
@@ -408,14 +414,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let deadline = args
         .max_minutes
         .map(|m| started + Duration::from_secs_f64(m.max(0.0) * 60.0));
-    let devices = parse_devices(&args.device)?;
-    check_available(&devices)?;
-    let [device] = devices[..] else {
-        return Err(Error::Config(format!(
-            "training runs on one device, got '{}'",
-            args.device
-        )));
-    };
+    let device = training_device(args)?;
     if args.train.is_empty() && args.split.is_none() {
         return Err(Error::Config(
             "no training data: give --train FILE... or --split PATH:N".into(),
@@ -426,48 +425,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if data.train.is_empty() {
         return Err(Error::Config("no labelled training document".into()));
     }
-    let fingerprint = fingerprint(args, &data.train, &data.validation);
-    let checkpoint = args.output.join(CHECKPOINT_DIR);
     std::fs::create_dir_all(&args.output).map_err(|e| Error::io(&args.output, e))?;
-
-    let fresh = args.output.join(format!("{CHECKPOINT_DIR}.new"));
-    let (loaded, tokenizer_json, encoder_dir, mut state) = if args.resume {
-        recover_dir(&fresh, &checkpoint, STATE_FILE)?;
-        let state: TrainState = read_json(&checkpoint.join(STATE_FILE))?;
-        if state.fingerprint != fingerprint {
-            return Err(Error::Config(format!(
-                "{}: the checkpoint was made with other data or settings (files, split, epochs, \
-                 batch size, lr, seed, relation head); start a new output folder or repeat them",
-                checkpoint.display()
-            )));
-        }
-        let loaded = JerexModel::load(&checkpoint, device, args.precision)?;
-        (loaded, checkpoint.join(TOKENIZER_FILE), None, state)
-    } else {
-        let dir = args
-            .encoder
-            .clone()
-            .or_else(paths::default_encoder_dir)
-            .ok_or_else(|| {
-                Error::Config(
-                    "no pretrained encoder: pass --encoder DIR or set JEREX_ENCODER".into(),
-                )
-            })?;
-        let all: Vec<&Document> = data.train.iter().chain(&data.validation).collect();
-        let loaded = fresh_model(args, &dir, &all, device)?;
-        let state = TrainState {
-            fingerprint,
-            epoch: 0,
-            batch_in_epoch: 0,
-            steps: 0,
-            train_seconds: 0.0,
-            wall_seconds: 0.0,
-            train_docs: 0,
-            best: None,
-            history: Vec::new(),
-        };
-        (loaded, dir.join(TOKENIZER_FILE), Some(dir), state)
-    };
+    let (loaded, tokenizer_json, encoder_dir, mut state) = start(args, &data, device)?;
     let LoadedModel {
         vs,
         model,
@@ -501,94 +460,32 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         (per_epoch * args.epochs) as u64,
     )?;
     if args.resume {
-        trainer
-            .optimizer()
-            .load(&checkpoint.join(OPTIMIZER_FILE), state.steps)?;
+        trainer.optimizer().load(
+            &args.output.join(CHECKPOINT_DIR).join(OPTIMIZER_FILE),
+            state.steps,
+        )?;
     }
-    let save_model = |dir: &Path, training: serde_json::Value| -> Result<()> {
-        let config = ModelConfig {
-            training,
-            ..config.clone()
-        };
-        JerexModel::save(dir, &vs, &config, &tokenizer_json)
+    let saver = Saver {
+        vs: &vs,
+        config: &config,
+        tokenizer_json: &tokenizer_json,
     };
-
-    let run_start_wall = state.wall_seconds;
-    let mut stopped = false;
-    while state.epoch < args.epochs {
-        let epoch = state.epoch;
-        let bar = progress_bar(epoch, args.epochs);
-        let progress =
-            trainer.train_epoch(&train_docs, epoch, state.batch_in_epoch, deadline, &bar)?;
-        bar.finish_and_clear();
-        state.steps = trainer.optimizer().steps();
-        state.train_seconds += progress.seconds;
-        state.train_docs += progress.docs as u64;
-        let complete = !progress.stopped;
-        // A budget stop still leaves a usable model behind when none was saved yet.
-        let keep = complete || state.best.is_none();
-        let validation = if keep && !validation_docs.is_empty() {
-            let s = evaluate(
-                &model,
-                &validation_docs,
-                args.eval_batch_size,
-                Scope::EndToEnd,
-            )?;
-            Some(F1s::of(&s))
-        } else {
-            None
-        };
-        let record = EpochRecord {
-            epoch: epoch + 1,
-            complete,
-            losses: progress.losses,
-            docs_per_second: progress.docs as f64 / progress.seconds.max(1e-9),
-            seconds: progress.seconds,
-            validation,
-        };
-        eprintln!("{}", describe(&record, args.epochs));
-        state.history.push(record);
-        let better = match (&state.best, validation) {
-            (None, _) => true,
-            (Some((_, best)), Some(now)) => best.is_none_or(|b| now.key() > b.key()),
-            // Without validation data the latest complete epoch is kept.
-            (Some(_), None) => complete && validation_docs.is_empty(),
-        };
-        if better {
-            state.best = Some((epoch + 1, validation));
-            save_model(
-                &args.output,
-                serde_json::json!({"in_progress": true, "epoch": epoch + 1}),
-            )?;
-        }
-        if complete {
-            state.epoch += 1;
-            state.batch_in_epoch = 0;
-        } else {
-            state.batch_in_epoch = progress.batches_done;
-        }
-        state.wall_seconds = run_start_wall + started.elapsed().as_secs_f64();
-        // Written whole into a fresh folder (the state file last), then swapped in.
-        if fresh.exists() {
-            std::fs::remove_dir_all(&fresh).map_err(|e| Error::io(&fresh, e))?;
-        }
-        save_model(&fresh, serde_json::Value::Null)?;
-        trainer.optimizer().save(&fresh.join(OPTIMIZER_FILE))?;
-        write_json_atomic(&fresh.join(STATE_FILE), &state)?;
-        replace_dir(&fresh, &checkpoint)?;
-        if progress.stopped {
-            stopped = true;
-            eprintln!(
-                "time budget spent: stopped in epoch {} at batch {}/{}; continue with --resume",
-                epoch + 1,
-                progress.batches_done,
-                progress.batches
-            );
-            break;
-        }
-    }
+    let timing = Timing {
+        started,
+        earlier_wall_seconds: state.wall_seconds,
+        deadline,
+    };
+    let stopped = train_epochs(
+        args,
+        &mut trainer,
+        &saver,
+        &train_docs,
+        &validation_docs,
+        &timing,
+        &mut state,
+    )?;
     if !args.output.join(WEIGHTS_FILE).is_file() {
-        save_model(&args.output, serde_json::Value::Null)?;
+        saver.save(&args.output, serde_json::Value::Null)?;
     }
     drop(trainer);
 
@@ -606,7 +503,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         eprint!("best model on validation:\n{}", scores.table());
         Some(scores.report())
     };
-    state.wall_seconds = run_start_wall + started.elapsed().as_secs_f64();
+    state.wall_seconds = timing.wall_seconds();
     let summary = TrainSummary {
         epochs: state.epoch,
         planned_epochs: args.epochs,
@@ -651,6 +548,193 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         serde_json::to_string_pretty(&summary).map_err(|e| Error::Config(e.to_string()))?
     );
     Ok(())
+}
+
+/// The one device training runs on.
+fn training_device(args: &TrainArgs) -> Result<Device> {
+    let devices = parse_devices(&args.device)?;
+    check_available(&devices)?;
+    match devices[..] {
+        [device] => Ok(device),
+        _ => Err(Error::Config(format!(
+            "training runs on one device, got '{}'",
+            args.device
+        ))),
+    }
+}
+
+/// The model and state a run starts from: the checkpoint's with `--resume` (which must have
+/// been made with the same data and settings), else a fresh model on the pretrained encoder.
+/// Also the tokenizer file to save with the model, and the encoder folder of a fresh start.
+fn start(
+    args: &TrainArgs,
+    data: &Dataset,
+    device: Device,
+) -> Result<(LoadedModel, PathBuf, Option<PathBuf>, TrainState)> {
+    let fingerprint = fingerprint(args, &data.train, &data.validation);
+    let checkpoint = args.output.join(CHECKPOINT_DIR);
+    if args.resume {
+        recover_dir(&fresh_checkpoint_dir(args), &checkpoint, STATE_FILE)?;
+        let state: TrainState = read_json(&checkpoint.join(STATE_FILE))?;
+        if state.fingerprint != fingerprint {
+            return Err(Error::Config(format!(
+                "{}: the checkpoint was made with other data or settings (files, split, epochs, \
+                 batch size, lr, seed, relation head); start a new output folder or repeat them",
+                checkpoint.display()
+            )));
+        }
+        let loaded = JerexModel::load(&checkpoint, device, args.precision)?;
+        return Ok((loaded, checkpoint.join(TOKENIZER_FILE), None, state));
+    }
+    let dir = args
+        .encoder
+        .clone()
+        .or_else(paths::default_encoder_dir)
+        .ok_or_else(|| {
+            Error::Config("no pretrained encoder: pass --encoder DIR or set JEREX_ENCODER".into())
+        })?;
+    let all: Vec<&Document> = data.train.iter().chain(&data.validation).collect();
+    let loaded = fresh_model(args, &dir, &all, device)?;
+    let state = TrainState {
+        fingerprint,
+        epoch: 0,
+        batch_in_epoch: 0,
+        steps: 0,
+        train_seconds: 0.0,
+        wall_seconds: 0.0,
+        train_docs: 0,
+        best: None,
+        history: Vec::new(),
+    };
+    Ok((loaded, dir.join(TOKENIZER_FILE), Some(dir), state))
+}
+
+/// `OUTPUT/checkpoint.new`: where the next checkpoint is written before it is swapped in.
+fn fresh_checkpoint_dir(args: &TrainArgs) -> PathBuf {
+    args.output.join(format!("{CHECKPOINT_DIR}.new"))
+}
+
+/// Saves the model being trained as a model folder.
+struct Saver<'a> {
+    vs: &'a VarStore,
+    config: &'a ModelConfig,
+    tokenizer_json: &'a Path,
+}
+
+impl Saver<'_> {
+    fn save(&self, dir: &Path, training: serde_json::Value) -> Result<()> {
+        let config = ModelConfig {
+            training,
+            ..self.config.clone()
+        };
+        JerexModel::save(dir, self.vs, &config, self.tokenizer_json)
+    }
+}
+
+/// Clocks of a run: its start, the wall time of the runs it resumes, its deadline.
+struct Timing {
+    started: Instant,
+    earlier_wall_seconds: f64,
+    deadline: Option<Instant>,
+}
+
+impl Timing {
+    /// Wall seconds of the whole training, resumed runs included.
+    fn wall_seconds(&self) -> f64 {
+        self.earlier_wall_seconds + self.started.elapsed().as_secs_f64()
+    }
+}
+
+/// Trains the remaining epochs: after each, validation, the best model saved to the output
+/// folder, and a checkpoint. Returns true when the time budget stopped it.
+fn train_epochs(
+    args: &TrainArgs,
+    trainer: &mut Trainer,
+    saver: &Saver,
+    train_docs: &[PreparedDoc],
+    validation_docs: &[PreparedDoc],
+    timing: &Timing,
+    state: &mut TrainState,
+) -> Result<bool> {
+    let checkpoint = args.output.join(CHECKPOINT_DIR);
+    let fresh = fresh_checkpoint_dir(args);
+    while state.epoch < args.epochs {
+        let epoch = state.epoch;
+        let bar = progress_bar(epoch, args.epochs);
+        let progress = trainer.train_epoch(
+            train_docs,
+            epoch,
+            state.batch_in_epoch,
+            timing.deadline,
+            &bar,
+        )?;
+        bar.finish_and_clear();
+        state.steps = trainer.optimizer().steps();
+        state.train_seconds += progress.seconds;
+        state.train_docs += progress.docs as u64;
+        let complete = !progress.stopped;
+        // A budget stop still leaves a usable model behind when none was saved yet.
+        let keep = complete || state.best.is_none();
+        let validation = if keep && !validation_docs.is_empty() {
+            let s = evaluate(
+                trainer.model(),
+                validation_docs,
+                args.eval_batch_size,
+                Scope::EndToEnd,
+            )?;
+            Some(F1s::of(&s))
+        } else {
+            None
+        };
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            complete,
+            losses: progress.losses,
+            docs_per_second: progress.docs as f64 / progress.seconds.max(1e-9),
+            seconds: progress.seconds,
+            validation,
+        };
+        eprintln!("{}", describe(&record, args.epochs));
+        state.history.push(record);
+        let better = match (&state.best, validation) {
+            (None, _) => true,
+            (Some((_, best)), Some(now)) => best.is_none_or(|b| now.key() > b.key()),
+            // Without validation data the latest complete epoch is kept.
+            (Some(_), None) => complete && validation_docs.is_empty(),
+        };
+        if better {
+            state.best = Some((epoch + 1, validation));
+            saver.save(
+                &args.output,
+                serde_json::json!({"in_progress": true, "epoch": epoch + 1}),
+            )?;
+        }
+        if complete {
+            state.epoch += 1;
+            state.batch_in_epoch = 0;
+        } else {
+            state.batch_in_epoch = progress.batches_done;
+        }
+        state.wall_seconds = timing.wall_seconds();
+        // Written whole into a fresh folder (the state file last), then swapped in.
+        if fresh.exists() {
+            std::fs::remove_dir_all(&fresh).map_err(|e| Error::io(&fresh, e))?;
+        }
+        saver.save(&fresh, serde_json::Value::Null)?;
+        trainer.optimizer().save(&fresh.join(OPTIMIZER_FILE))?;
+        write_json_atomic(&fresh.join(STATE_FILE), &*state)?;
+        replace_dir(&fresh, &checkpoint)?;
+        if progress.stopped {
+            eprintln!(
+                "time budget spent: stopped in epoch {} at batch {}/{}; continue with --resume",
+                epoch + 1,
+                progress.batches_done,
+                progress.batches
+            );
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// A new model: types from the data, the pretrained encoder's weights, heads at random (seeded).
