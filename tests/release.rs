@@ -3,7 +3,8 @@
 //! the build tree out of sight: in a private mount namespace, empty file systems lie over the
 //! checkout, its Python environment and the build's libtorch, and the environment is emptied.
 //! Where mount namespaces are not allowed it runs with the emptied environment only, and says
-//! so; either way the binary must name no build-tree path.
+//! so; either way the binary must name no build-tree path. Where podman is installed, the CPU
+//! Dockerfile's image is built from the archive and runs the demo job too.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -108,6 +109,19 @@ impl Sandbox {
     }
 }
 
+/// `scripts/package.sh` on the test build's binary, uncompressed, into `out`: the archive's path.
+fn package(out: &Path) -> PathBuf {
+    let packaged = Command::new(paths::repo_root().join("scripts/package.sh"))
+        .arg("--binary")
+        .arg(env!("CARGO_BIN_EXE_jerex"))
+        .args(["--format", "tar", "--out"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(packaged.status.success(), "{}", text(&packaged.stderr));
+    PathBuf::from(text(&packaged.stdout).trim())
+}
+
 #[test]
 fn the_release_archive_runs_outside_the_build_tree() {
     let built = Path::new(env!("CARGO_BIN_EXE_jerex"));
@@ -128,15 +142,7 @@ fn the_release_archive_runs_outside_the_build_tree() {
         tmp.display()
     );
 
-    let packaged = Command::new(checkout.join("scripts/package.sh"))
-        .arg("--binary")
-        .arg(built)
-        .args(["--format", "tar", "--out"])
-        .arg(tmp.join("dist"))
-        .output()
-        .unwrap();
-    assert!(packaged.status.success(), "{}", text(&packaged.stderr));
-    let archive = PathBuf::from(text(&packaged.stdout).trim());
+    let archive = package(&tmp.join("dist"));
     let unpacked = tmp.join("unpacked");
     std::fs::create_dir(&unpacked).unwrap();
     let untar = Command::new("tar")
@@ -282,4 +288,101 @@ fn the_release_archive_runs_outside_the_build_tree() {
         "{summary}"
     );
     assert!(kb.join("_SUCCESS").is_file(), "{summary}");
+}
+
+fn podman(args: &[&OsStr], conf: &Path) -> Output {
+    let out = Command::new("podman")
+        .args(args)
+        .env("CONTAINERS_CONF", conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "podman {args:?}: {}",
+        text(&out.stderr)
+    );
+    out
+}
+
+/// The CPU Dockerfile builds an image from the archive on a Debian base made from Debian
+/// packages (`scripts/base-image.sh`: no registry needed), and the demo job runs in it.
+#[test]
+fn the_dockerfile_image_runs_the_demo_job() {
+    if Command::new("podman").arg("--version").output().is_err() {
+        eprintln!(
+            "skipping: podman is not installed (apt-get install podman runc debootstrap to build \
+             and run the Dockerfile's image here)"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path();
+    let base = Command::new(paths::repo_root().join("scripts/base-image.sh"))
+        .output()
+        .unwrap();
+    assert!(base.status.success(), "{}", text(&base.stderr));
+    let base = text(&base.stdout).trim().to_string();
+    // The build context: the archive under dist/, as the Dockerfile expects it.
+    let context = tmp.join("context");
+    let archive = package(&context.join("dist"));
+    for file in ["Dockerfile", ".dockerignore"] {
+        std::fs::copy(paths::repo_root().join(file), context.join(file)).unwrap();
+    }
+    // Containers inherit podman's resource limits instead of raising them (that needs
+    // CAP_SYS_RESOURCE, which container hosts often withhold).
+    let conf = tmp.join("containers.conf");
+    std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").unwrap();
+    let image = format!("localhost/jerex-release-test:{}", std::process::id());
+    let arg = |s: String| std::ffi::OsString::from(s);
+    // chroot isolation for RUN steps: no OCI runtime or cgroup set-up needed to build. Without
+    // layers, the unpack stage leaves no image behind.
+    podman(
+        &[
+            OsStr::new("build"),
+            OsStr::new("--layers=false"),
+            OsStr::new("--isolation"),
+            OsStr::new("chroot"),
+            OsStr::new("--build-arg"),
+            &arg(format!("BASE={base}")),
+            OsStr::new("--build-arg"),
+            &arg(format!(
+                "ARCHIVE=dist/{}",
+                archive.file_name().unwrap().to_string_lossy()
+            )),
+            OsStr::new("-t"),
+            OsStr::new(&image),
+            context.as_os_str(),
+        ],
+        &conf,
+    );
+    let kb = tmp.join("kb");
+    std::fs::create_dir(&kb).unwrap();
+    let mut run: Vec<std::ffi::OsString> = vec!["run".into(), "--rm".into()];
+    // crun refuses hosts that mount cgroups v1 and v2 side by side; runc, when there, does not.
+    if Command::new("runc").arg("--version").output().is_ok() {
+        run.extend(["--runtime".into(), "runc".into()]);
+    }
+    run.extend([
+        "-v".into(),
+        arg(format!("{}:/out", kb.display())),
+        image.clone().into(),
+        "run".into(),
+        "/opt/jerex/share/jerex/jobs/demo.toml".into(),
+        "--output".into(),
+        "/out/demo".into(),
+    ]);
+    let args: Vec<&OsStr> = run.iter().map(|a| a.as_os_str()).collect();
+    let out = Command::new("podman")
+        .args(&args)
+        .env("CONTAINERS_CONF", &conf)
+        .output()
+        .unwrap();
+    podman(&[OsStr::new("rmi"), OsStr::new(&image)], &conf);
+    assert!(out.status.success(), "{out:?}");
+    let summary = text(&out.stdout);
+    assert!(
+        summary.starts_with("20 documents (20 ok, 0 rejected, 0 failed)"),
+        "{summary}"
+    );
+    assert!(kb.join("demo/_SUCCESS").is_file(), "{summary}");
 }
