@@ -12,7 +12,7 @@ use jerex::train::sample::{sample_document, SamplingConfig};
 use rand::SeedableRng;
 
 fn main() -> anyhow::Result<()> {
-    let enc = jerex::paths::default_encoder_dir().unwrap();
+    let enc = jerex::paths::require_encoder().ok_or_else(|| anyhow::anyhow!("no encoder"))?;
     let docs = read_docred(&jerex::paths::shared_data_dir().join("redocred/dev_revised.json"))?;
     let tok = WordPieceTokenizer::from_file(&enc.join("tokenizer.json"))?;
     let refs: Vec<&jerex::corpus::Document> = docs.iter().collect();

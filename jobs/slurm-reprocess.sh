@@ -6,6 +6,12 @@
 #   sbatch jobs/slurm-reprocess.sh
 #   ARCHIVE=/shared/archive KB=/shared/kb sbatch --array=0-31 jobs/slurm-reprocess.sh
 #
+# jerex itself: `jerex` on the PATH, or JEREX=/shared/jerex-0.1.0-x86_64-linux/bin/jerex (the
+# release archive unpacked on the shared file system: no container needed), or the container
+# image through Apptainer, JEREX_IMAGE=/shared/jerex.sif (made from the Dockerfile's image:
+# `apptainer build jerex.sif docker-daemon://jerex:0.1.0`; APPTAINER_BIND makes the shared
+# paths visible inside, APPTAINER_NV=1 the GPUs).
+#
 # All tasks write into one output directory on the shared file system; a task that fails can be
 # run again alone and redoes only its unfinished units.
 #SBATCH --job-name=jerex-reprocess
@@ -24,7 +30,11 @@ args=(run "$JOB_FILE" --log-format json)
 if [ -n "${ARCHIVE:-}" ]; then args+=(--input "$ARCHIVE"); fi
 if [ -n "${KB:-}" ]; then args+=(--output "$KB"); fi
 
-"${JEREX:-jerex}" "${args[@]}"
+if [ -n "${JEREX_IMAGE:-}" ]; then
+  apptainer exec "$JEREX_IMAGE" jerex "${args[@]}"
+else
+  "${JEREX:-jerex}" "${args[@]}"
+fi
 code=$?
 case $code in
   # 3: finished, but some documents were rejected; they are rows of the documents table.

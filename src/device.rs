@@ -1,6 +1,9 @@
 //! Devices: parsing `cpu`, `cuda:N`, `cuda:all` lists, making CUDA visible, and the precision
 //! each device runs the encoder in.
 
+use std::ffi::{CStr, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
@@ -8,11 +11,57 @@ use tch::Device;
 
 use crate::error::{Error, Result};
 
+/// The directory the running libtorch (`libtorch_cpu.so`) was loaded from: the torch install
+/// of a build tree, or `lib/` of the release archive.
+pub fn libtorch_dir() -> Option<PathBuf> {
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        found: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid entry whose name is a C string (empty for the
+        // executable); `found` is the `Option<PathBuf>` below, alive for the whole iteration.
+        unsafe {
+            let name = (*info).dlpi_name;
+            if name.is_null() {
+                return 0;
+            }
+            let path = Path::new(OsStr::from_bytes(CStr::from_ptr(name).to_bytes()));
+            if path.file_name() != Some(OsStr::new("libtorch_cpu.so")) {
+                return 0;
+            }
+            let dir = path
+                .parent()
+                .map(|d| d.canonicalize().unwrap_or(d.to_path_buf()));
+            *found.cast::<Option<PathBuf>>() = dir;
+            1
+        }
+    }
+    let mut found: Option<PathBuf> = None;
+    // SAFETY: `visit` only reads the entries and writes `found`.
+    unsafe { libc::dl_iterate_phdr(Some(visit), (&raw mut found).cast()) };
+    found
+}
+
+/// Where `libtorch_cuda.so` is looked for: `$JEREX_LIBTORCH_LIB` alone when set, else beside
+/// the running libtorch (the CUDA build's libraries sit together), then the system's library
+/// search path (`LD_LIBRARY_PATH`, ld.so.cache), given by the bare name.
+pub fn torch_cuda_candidates() -> Vec<PathBuf> {
+    const NAME: &str = "libtorch_cuda.so";
+    if let Some(dir) = std::env::var_os("JEREX_LIBTORCH_LIB").filter(|d| !d.is_empty()) {
+        return vec![PathBuf::from(dir).join(NAME)];
+    }
+    let mut out: Vec<PathBuf> = libtorch_dir().map(|d| d.join(NAME)).into_iter().collect();
+    out.push(PathBuf::from(NAME));
+    out
+}
+
 /// Loads `libtorch_cuda.so` when a CUDA driver is present. tch's build links it with
 /// `--as-needed`, which drops it because no symbol is referenced directly, and then CUDA is
 /// invisible. On a machine without a driver (no `libcuda.so.1`) nothing is loaded: that is not an
 /// error, CUDA is simply unavailable. `JEREX_LOAD_CUDA=always` loads it regardless (to check the
-/// loading itself on a CPU machine), `never` skips it. Returns a short description.
+/// loading itself on a CPU machine), `never` skips it. The first of [`torch_cuda_candidates`]
+/// that exists is loaded (a bare name: whatever the system finds). Returns a short description.
 pub fn init_cuda() -> &'static str {
     static STATE: OnceLock<String> = OnceLock::new();
     STATE.get_or_init(|| {
@@ -20,25 +69,34 @@ pub fn init_cuda() -> &'static str {
         if mode == "never" {
             return "not loaded (JEREX_LOAD_CUDA=never)".to_string();
         }
+        let candidates = torch_cuda_candidates();
+        let looked = candidates
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", then ");
         // SAFETY: loading shared libraries runs their initialisers; both are the vendor's own
         // libraries, and libtorch_cuda only registers CUDA hooks with the already-loaded libtorch.
         unsafe {
             if mode != "always" && libloading::Library::new("libcuda.so.1").is_err() {
                 return "no CUDA driver (libcuda.so.1 not found)".to_string();
             }
-            let path = option_env!("JEREX_LIBTORCH_LIB")
-                .map(|d| format!("{d}/libtorch_cuda.so"))
-                .unwrap_or_else(|| "libtorch_cuda.so".to_string());
+            let Some(path) = candidates
+                .iter()
+                .find(|p| p.parent() == Some(Path::new("")) || p.is_file())
+            else {
+                return format!("libtorch_cuda.so not found (looked for {looked})");
+            };
             match libloading::os::unix::Library::open(
-                Some(&path),
+                Some(path),
                 libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
             ) {
                 Ok(lib) => {
                     // Kept loaded for the life of the process.
                     std::mem::forget(lib);
-                    format!("loaded {path}")
+                    format!("loaded {}", path.display())
                 }
-                Err(e) => format!("CUDA driver present but {path} failed to load: {e}"),
+                Err(e) => format!("libtorch_cuda.so not loaded (looked for {looked}): {e}"),
             }
         }
     })

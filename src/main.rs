@@ -148,8 +148,15 @@ fn doctor() -> Result<()> {
     println!(
         "libtorch: {} ({})",
         option_env!("JEREX_LIBTORCH_VERSION").unwrap_or("unknown"),
-        option_env!("JEREX_LIBTORCH_LIB").unwrap_or("location not recorded at build time")
+        jerex::device::libtorch_dir().map_or("libtorch_cpu.so not loaded?".into(), |d| d
+            .display()
+            .to_string())
     );
+    let search: Vec<String> = jerex::device::torch_cuda_candidates()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    println!("libtorch_cuda.so looked for: {}", search.join(", then "));
     println!("cuda: {cuda}");
     println!(
         "cuda available: {} (devices: {}, cudnn: {})",
@@ -167,15 +174,15 @@ fn doctor() -> Result<()> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     match paths::default_encoder_dir() {
-        Some(dir) => println!("encoder: {}", dir.display()),
-        None => println!("encoder: not found (run scripts/bootstrap.sh or set JEREX_ENCODER)"),
+        Ok(dir) => println!("encoder: {}", dir.display()),
+        Err(e) => println!("encoder: {e}"),
     }
-    let model = paths::default_model_dir();
-    let state = if model.join("config.json").is_file() {
-        "found"
-    } else {
-        "missing"
-    };
-    println!("default model: {} ({state})", model.display());
+    match paths::default_model_dir() {
+        Ok(dir) if dir.join("config.json").is_file() => {
+            println!("default model: {} (found)", dir.display())
+        }
+        Ok(dir) => println!("default model: {} (no config.json there)", dir.display()),
+        Err(e) => println!("default model: {e}"),
+    }
     Ok(())
 }

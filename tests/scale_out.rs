@@ -1,6 +1,6 @@
 //! Scale-out as users meet it: `jerex plan`, shard settings from the environment of a job engine,
-//! and the Kubernetes and Slurm files in `jobs/` (parsed, checked against each other, and their
-//! wrappers run with a stand-in `jerex`).
+//! the Kubernetes and Slurm files in `jobs/` (parsed, checked against each other and against the
+//! Dockerfiles' release image, and their wrappers run with a stand-in `jerex`).
 
 mod common;
 
@@ -191,12 +191,12 @@ fn reprocess_job_is_valid_and_plans_an_archive() {
     assert_eq!(busy, 2, "two files of fewer than 5,000 rows: two units");
 }
 
-/// A stand-in `jerex` on PATH: logs its arguments and shard variables to `calls`, exits with
-/// `$FAKE_EXIT`.
+/// A stand-in `jerex` (and `scontrol`, `apptainer`) on PATH: logs its arguments and shard
+/// variables to `calls`, exits with `$FAKE_EXIT`.
 fn fake_bin(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    for name in ["jerex", "scontrol"] {
+    for name in ["jerex", "scontrol", "apptainer"] {
         let script = format!(
             "#!/bin/sh\necho \"{name} $* index=${{JOB_COMPLETION_INDEX:-}} \
              count=${{JEREX_SHARD_COUNT:-}}\" >> \"$CALLS\"\nexit ${{FAKE_EXIT:-0}}\n"
@@ -274,6 +274,11 @@ fn kubernetes_indexed_job_matches_the_job_and_maps_exit_codes() {
     };
     let count = spec["completions"].as_u64().unwrap();
     assert_eq!(env("JEREX_SHARD_COUNT"), Some(count.to_string()));
+    assert_eq!(
+        container["image"],
+        format!("jerex:{}", env!("CARGO_PKG_VERSION")),
+        "the image the Dockerfile builds from this release's archive"
+    );
     assert_eq!(spec["parallelism"].as_u64(), Some(count));
     assert!(container["resources"]["limits"]["memory"].is_string());
 
@@ -374,6 +379,17 @@ fn slurm_array_script_parses_and_maps_exit_codes() {
     );
     assert_eq!(code, 78);
     assert!(calls.contains("--input /a --output /kb"), "{calls}");
+    // Without jerex installed: the container image through Apptainer.
+    let (code, calls) = with_fake(
+        "bash",
+        &[&script],
+        &[("FAKE_EXIT", "0"), ("JEREX_IMAGE", "/shared/jerex.sif")],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        calls.starts_with("apptainer exec /shared/jerex.sif jerex run jobs/reprocess-archive.toml"),
+        "{calls}"
+    );
     // Retryable: requeued while under the limit, then left failed.
     let (code, calls) = with_fake(
         "bash",
@@ -392,6 +408,32 @@ fn slurm_array_script_parses_and_maps_exit_codes() {
         ],
     );
     assert!(!calls.contains("scontrol"), "{calls}");
+}
+
+/// The Dockerfiles install the archive `scripts/package.sh` writes for this version, and the
+/// build context lets exactly that in.
+#[test]
+fn dockerfiles_install_this_releases_archive() {
+    let archive = format!(
+        "dist/jerex-{}-{}-linux.tar.gz",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    );
+    for file in ["Dockerfile", "Dockerfile.cuda"] {
+        let source = std::fs::read_to_string(paths::repo_root().join(file)).unwrap();
+        assert!(
+            source.contains(&format!("ARG ARCHIVE={archive}\n")),
+            "{file} does not install {archive}"
+        );
+        assert!(source.contains("ENTRYPOINT [\"jerex\"]"), "{file}");
+    }
+    let cuda = std::fs::read_to_string(paths::repo_root().join("Dockerfile.cuda")).unwrap();
+    assert!(
+        cuda.contains("ENV JEREX_LIBTORCH_LIB=") && cuda.contains("torch==2.11.0"),
+        "the CUDA image points jerex at the CUDA libraries of the same torch"
+    );
+    let ignore = std::fs::read_to_string(paths::repo_root().join(".dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l == "*") && ignore.contains("!dist/*.tar.gz"));
 }
 
 /// Every table's rows of two output directories, read by pyarrow as users would, compared as
@@ -415,7 +457,7 @@ print(json.dumps(counts))
 /// Kubernetes and the Slurm environment, write into one directory exactly the rows of one run.
 #[test]
 fn sharded_runs_of_the_binary_write_exactly_one_runs_rows() {
-    let model = paths::default_model_dir();
+    let model = paths::repo_root().join("models/default");
     if !model.join("config.json").is_file() {
         assert!(!paths::under_ci(), "CI needs the shipped model");
         eprintln!("skipping: no model at {}", model.display());

@@ -24,11 +24,11 @@ use crate::model::PreparedDoc;
 /// `jerex bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// The benchmark job.
-    #[arg(default_value_os_t = crate::paths::repo_root().join("jobs/throughput-bench.toml"))]
-    pub job: PathBuf,
+    /// The benchmark job (default: jobs/throughput-bench.toml of the build tree the binary runs
+    /// from, target/<profile>/jerex).
+    pub job: Option<PathBuf>,
     /// DocRED-format JSON converted to the job's input Parquet when that file is missing
-    /// (default: ../shared/data/redocred/dev_revised.json).
+    /// (default: ../shared/data/redocred/dev_revised.json beside the build tree).
     #[arg(long)]
     pub docred: Option<PathBuf>,
     /// Encoder-only passes, each between two pipeline runs (so N + 1 pipeline runs); figures
@@ -85,11 +85,15 @@ pub struct BenchResult {
 /// Runs the benchmark and prints its JSON object on stdout.
 pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
     init_logging(args.log_format, "warn");
-    let job = super::Job::load_with(&args.job, &args.overrides)?;
+    let job_file = match &args.job {
+        Some(file) => file.clone(),
+        None => crate::paths::default_bench_job()?,
+    };
+    let job = super::Job::load_with(&job_file, &args.overrides)?;
     let docred = args
         .docred
         .clone()
-        .unwrap_or_else(|| crate::paths::shared_data_dir().join("redocred/dev_revised.json"));
+        .or_else(crate::paths::default_bench_docred);
     let copies = args.copies as usize;
     let mut overrides = args.overrides.clone();
     if copies > 1 {
@@ -102,16 +106,26 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
             p = p.with_file_name(format!("{stem}.x{copies}.parquet"));
             overrides.input.push(p.to_string_lossy().into_owned());
         }
-        let parquet = p.extension().is_some_and(|e| e == "parquet");
-        if parquet && super::sample::needs_docred_conversion(&docred, &p, copies) {
-            if !docred.is_file() {
+        if p.extension().is_none_or(|e| e != "parquet") {
+            continue;
+        }
+        match &docred {
+            Some(json) if !super::sample::needs_docred_conversion(json, &p, copies) => {}
+            Some(json) if json.is_file() => super::sample::docred_to_parquet(json, &p, copies)?,
+            Some(json) => {
                 return Err(Error::Config(format!(
                     "bench input {} is missing and {} (its source) is not there",
                     p.display(),
-                    docred.display()
-                )));
+                    json.display()
+                )))
             }
-            super::sample::docred_to_parquet(&docred, &p, copies)?;
+            None if p.exists() => {}
+            None => {
+                return Err(Error::Config(format!(
+                    "bench input {} is missing: pass --docred FILE to make it",
+                    p.display()
+                )))
+            }
         }
     }
     // Generating a many-copies input holds the whole corpus; the peak is the pipeline's. The
@@ -119,7 +133,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
     crate::alloc::release_freed();
     crate::alloc::reset_peak();
     // Each pass rewrites every unit: no other process may write there meanwhile.
-    let mut p = prepare_job(&args.job, &overrides, super::Shard::ALL, true, false)?;
+    let mut p = prepare_job(&job_file, &overrides, super::Shard::ALL, true, false)?;
     p.config.keep_batches = !args.no_encoder_pass;
     let passes = args.repeat as usize;
     let pipeline_runs = if args.no_encoder_pass {

@@ -417,11 +417,11 @@ impl Job {
     }
 
     /// The model folder: the job's, else the shipped default.
-    pub fn model_dir(&self) -> PathBuf {
-        self.model
-            .dir
-            .clone()
-            .unwrap_or_else(crate::paths::default_model_dir)
+    pub fn model_dir(&self) -> Result<PathBuf> {
+        match &self.model.dir {
+            Some(dir) => Ok(dir.clone()),
+            None => crate::paths::default_model_dir(),
+        }
     }
 
     /// Threads to use for CPU work (the `threads` field, 0 meaning every available core).

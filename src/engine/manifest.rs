@@ -119,12 +119,13 @@ impl PartialEq for UnitFingerprint {
 impl JobFingerprint {
     pub fn new(
         job: &Job,
+        model_dir: &Path,
         model: &ModelInfo,
         thresholds: Thresholds,
         planned: &[PlannedUnit],
     ) -> Result<Self> {
         let config = serde_json::to_vec(&model.config).map_err(|e| Error::Json {
-            path: job.model_dir().join(crate::model::folder::CONFIG_FILE),
+            path: model_dir.join(crate::model::folder::CONFIG_FILE),
             source: e,
         })?;
         let units = planned

@@ -112,20 +112,8 @@ pub struct Prepared {
     pub lease: lease::Lease,
 }
 
-/// Generates the sample corpus's Parquet files from their committed sources when missing.
-fn ensure_samples(job: &Job) -> Result<()> {
-    for spec in &job.input.paths {
-        let p = Path::new(spec);
-        if p.extension().is_some_and(|e| e == "parquet") {
-            sample::ensure_generated(p)?;
-        }
-    }
-    Ok(())
-}
-
 /// Loads the job, takes the lease of `shard` on its output directory (`exclusive`: for a run
-/// that rewrites the whole directory), generates sample inputs that are missing, loads the
-/// model's CPU side, and builds the pipeline configuration for `shard`'s units (`progress`
+/// that rewrites the whole directory), loads the model's CPU side, and builds the pipeline configuration for `shard`'s units (`progress`
 /// decides whether a bar may be shown).
 pub fn prepare_job(
     path: &Path,
@@ -139,12 +127,11 @@ pub fn prepare_job(
     checks::check_output_dir(&job.output.dir)?;
     checks::check_output_outside_inputs(&job.output.dir, &job.input.paths)?;
     let lease = lease::Lease::acquire(&job.output.dir, shard, exclusive)?;
-    ensure_samples(&job)?;
     let devices = crate::device::parse_devices(&job.devices)?;
     crate::device::check_available(&devices)?;
     let replicas = job.cpu_replicas();
     let devices = crate::device::with_cpu_replicas(devices, replicas);
-    let model_dir = job.model_dir();
+    let model_dir = job.model_dir()?;
     if !model_dir.join(crate::model::folder::CONFIG_FILE).is_file() {
         return Err(Error::Config(format!(
             "model.dir: {} is not a model folder (no config.json); train one with `jerex \
@@ -215,8 +202,13 @@ pub fn run(args: &RunArgs) -> Result<Report> {
     let planned: Vec<Unit> = p.plan.units.iter().map(|u| u.unit.clone()).collect();
     let mine = p.config.units.clone();
     let out = p.job.output.dir.clone();
-    let fingerprint =
-        manifest::JobFingerprint::new(&p.job, &p.model, p.factory.thresholds, &p.plan.units)?;
+    let fingerprint = manifest::JobFingerprint::new(
+        &p.job,
+        &p.factory.dir,
+        &p.model,
+        p.factory.thresholds,
+        &p.plan.units,
+    )?;
     let m = manifest::Manifest::open(&out, &fingerprint, args.existing())?;
     p.config.units = m.todo(&mine, args.existing())?;
     let skipped = mine.len() - p.config.units.len();

@@ -592,7 +592,6 @@ pub struct PlanArgs {
 /// `jerex plan`: prints the partition (a table, or JSON with `--json`) and returns it.
 pub fn run(args: &PlanArgs) -> Result<Partition> {
     let job = Job::load_with(&args.job, &args.overrides)?;
-    super::ensure_samples(&job)?;
     // The environment's shard index is ignored: a plan shows every shard unless one is asked for.
     let count = match args.shard.shard_index {
         Some(_) => args.shard.resolve()?.count,

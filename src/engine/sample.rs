@@ -1,6 +1,6 @@
-//! Input tables written by jerex itself: the sample corpus (`data/sample/*.parquet`, generated
-//! from the committed `*.jsonl` text source next to it) and Parquet copies of other corpora
-//! (the benchmark converts DocRED JSON at run time).
+//! Input tables written by jerex itself: the sample corpus (`data/sample/sample.parquet`, made
+//! from the committed `sample.jsonl` text source next to it by `scripts/demo.sh`) and Parquet
+//! copies of other corpora (the benchmark converts DocRED JSON at run time).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -116,23 +116,6 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Document>> {
             })
         })
         .collect()
-}
-
-/// The text source a generated input file is made from: `NAME.jsonl` next to `NAME.parquet`.
-pub fn source_of(parquet: &Path) -> PathBuf {
-    parquet.with_extension("jsonl")
-}
-
-/// Generates `parquet` from its `.jsonl` source when the Parquet file is missing and the source
-/// exists. Returns whether it wrote the file.
-pub fn ensure_generated(parquet: &Path) -> Result<bool> {
-    let source = source_of(parquet);
-    if parquet.exists() || !source.is_file() {
-        return Ok(false);
-    }
-    write_input_parquet(parquet, &read_jsonl(&source)?)?;
-    tracing::info!("generated {} from {}", parquet.display(), source.display());
-    Ok(true)
 }
 
 /// What [`docred_to_parquet`] converted, recorded beside its output (`<out>.source.json`): the
@@ -315,17 +298,12 @@ mod tests {
 
     #[test]
     fn the_committed_sample_corpus_matches_its_source() {
-        let parquet = crate::paths::repo_root().join("data/sample/sample.parquet");
-        let source = read_jsonl(&source_of(&parquet)).unwrap();
+        let sample = crate::paths::repo_root().join("data/sample");
+        let source = read_jsonl(&sample.join("sample.jsonl")).unwrap();
         assert!(source.len() >= 20, "about 20 sample documents");
         let dir = tempfile::tempdir().unwrap();
         let fresh = dir.path().join("sample.parquet");
-        std::fs::copy(source_of(&parquet), source_of(&fresh)).unwrap();
-        assert!(ensure_generated(&fresh).unwrap());
-        assert!(
-            !ensure_generated(&fresh).unwrap(),
-            "generated only when missing"
-        );
+        write_input_parquet(&fresh, &source).unwrap();
         let read = |p: &Path| -> Vec<_> {
             open(p, &InputColumns::default())
                 .unwrap()
@@ -334,12 +312,10 @@ mod tests {
         };
         let generated = read(&fresh);
         assert_eq!(generated.len(), source.len());
-        if parquet.exists() {
-            assert_eq!(
-                read(&parquet),
-                generated,
-                "data/sample/sample.parquet is stale"
-            );
-        }
+        assert_eq!(
+            read(&sample.join("sample.parquet")),
+            generated,
+            "data/sample/sample.parquet is stale: make it again with scripts/demo.sh"
+        );
     }
 }

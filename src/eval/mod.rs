@@ -59,7 +59,10 @@ const DEFAULT_CUTOFFS: &str = "0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95";
 
 /// Runs `jerex eval`: JSON on stdout, table on stderr.
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let dir = args.model.clone().unwrap_or_else(paths::default_model_dir);
+    let dir = match &args.model {
+        Some(dir) => dir.clone(),
+        None => paths::default_model_dir()?,
+    };
     let devices = parse_devices(&args.devices)?;
     check_available(&devices)?;
     let docs = read_docred(&args.data)?;

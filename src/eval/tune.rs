@@ -146,7 +146,10 @@ pub struct Tuned {
 /// Runs `jerex tune`: prints the outcome as JSON on stdout and writes the thresholds (and a
 /// `training.tuning` record) into the folder's `config.json`.
 pub fn run(args: &TuneArgs) -> Result<()> {
-    let dir = args.model.clone().unwrap_or_else(paths::default_model_dir);
+    let dir = match &args.model {
+        Some(dir) => dir.clone(),
+        None => paths::default_model_dir()?,
+    };
     let devices = parse_devices(&args.device)?;
     check_available(&devices)?;
     let [device] = devices[..] else {

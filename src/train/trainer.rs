@@ -72,7 +72,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub rel_info: Option<PathBuf>,
     /// Pretrained encoder folder (HuggingFace BERT: config.json, model.safetensors,
-    /// tokenizer.json); default: $JEREX_ENCODER or the bundled all-MiniLM-L6-v2.
+    /// tokenizer.json); default: $JEREX_ENCODER, else all-MiniLM-L6-v2 from the build tree's
+    /// .venv (installed by scripts/bootstrap.sh).
     #[arg(long)]
     pub encoder: Option<PathBuf>,
     /// Output folder: the best model, and `checkpoint/` to resume from.
@@ -586,13 +587,10 @@ fn start(
         let loaded = JerexModel::load(&checkpoint, device, args.precision)?;
         return Ok((loaded, checkpoint.join(TOKENIZER_FILE), None, state));
     }
-    let dir = args
-        .encoder
-        .clone()
-        .or_else(paths::default_encoder_dir)
-        .ok_or_else(|| {
-            Error::Config("no pretrained encoder: pass --encoder DIR or set JEREX_ENCODER".into())
-        })?;
+    let dir = match &args.encoder {
+        Some(dir) => dir.clone(),
+        None => paths::default_encoder_dir()?,
+    };
     let all: Vec<&Document> = data.train.iter().chain(&data.validation).collect();
     let loaded = fresh_model(args, &dir, &all, device)?;
     let state = TrainState {
