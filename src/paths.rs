@@ -75,6 +75,10 @@ fn list(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
+/// The file that marks a model folder (`model::folder::CONFIG_FILE`; paths sits below the model
+/// and names it itself).
+pub const MODEL_MARKER: &str = "config.json";
+
 /// The default model folder: `$JEREX_MODEL`, else `models/default` beside the executable (see
 /// [`Install::model_candidates`]). The error names every place looked at.
 pub fn default_model_dir() -> Result<PathBuf> {
@@ -84,7 +88,7 @@ pub fn default_model_dir() -> Result<PathBuf> {
     let candidates = Install::current().map_or_else(Vec::new, |i| i.model_candidates());
     candidates
         .iter()
-        .find(|d| d.join(crate::model::folder::CONFIG_FILE).is_file())
+        .find(|d| d.join(MODEL_MARKER).is_file())
         .cloned()
         .ok_or_else(|| {
             Error::Config(format!(

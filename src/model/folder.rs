@@ -99,3 +99,11 @@ impl JerexModel {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_model_is_found_by_its_config_file() {
+        assert_eq!(super::CONFIG_FILE, crate::paths::MODEL_MARKER);
+    }
+}
