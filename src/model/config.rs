@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::encoder::BertConfig;
 use crate::error::{Error, Result};
+pub use crate::model::segment::LongDocuments;
 
 /// An entity or relation type: the key used in data (`PER`, `P17`) and a readable name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +102,10 @@ pub struct HeadConfig {
     /// The strings whose edit distance the coreference head reads at inference.
     #[serde(default)]
     pub coref_strings: CorefStrings,
+    /// How the heads see documents longer than one segment (inference only): as overlapping
+    /// segments whose predictions are merged, so cost stays linear in length.
+    #[serde(default)]
+    pub long_documents: LongDocuments,
 }
 
 /// The direction in which coreference scores each unordered mention pair at inference (the
@@ -143,6 +148,7 @@ impl Default for HeadConfig {
             dropout: 0.1,
             coref_pair_order: CorefPairOrder::default(),
             coref_strings: CorefStrings::default(),
+            long_documents: LongDocuments::default(),
         }
     }
 }
