@@ -42,6 +42,15 @@ pub struct BenchArgs {
     /// batches for them, so `peak_rss_bytes` is the pipeline's alone at any corpus length.
     #[arg(long)]
     pub no_encoder_pass: bool,
+    /// Long documents: the DocRED documents joined into documents of at most each of these many
+    /// words (comma-separated, e.g. 1000,5000,20000,50000; the same text at every size), each
+    /// size run in a fresh process after the documents as they are, without encoder-only
+    /// passes. Prints words/s and peak RSS per size as one JSON object, and a table on stderr.
+    #[arg(long, value_delimiter = ',', conflicts_with = "copies")]
+    pub long: Vec<usize>,
+    /// One size of `--long`, in this process (what `--long` runs for each size).
+    #[arg(long, hide = true, conflicts_with = "copies")]
+    pub long_size: Option<usize>,
     #[command(flatten)]
     pub overrides: JobOverrides,
     /// Log format on stderr.
@@ -90,14 +99,19 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
         .unwrap_or_else(|| crate::paths::shared_data_dir().join("redocred/dev_revised.json"));
     let copies = args.copies as usize;
     let mut overrides = args.overrides.clone();
-    if copies > 1 {
+    if copies > 1 || args.long_size.is_some() {
         overrides.input.clear();
     }
     for spec in &job.input.paths {
         let mut p = PathBuf::from(spec);
-        if copies > 1 {
-            let stem = p.file_stem().unwrap_or_default().to_string_lossy();
-            p = p.with_file_name(format!("{stem}.x{copies}.parquet"));
+        let stem = p.file_stem().unwrap_or_default().to_string_lossy();
+        let variant = match args.long_size {
+            Some(words) => Some(format!("{stem}.long{words}.parquet")),
+            None if copies > 1 => Some(format!("{stem}.x{copies}.parquet")),
+            None => None,
+        };
+        if let Some(name) = variant {
+            p = p.with_file_name(name);
             overrides.input.push(p.to_string_lossy().into_owned());
         }
         if !p.exists() && p.extension().is_some_and(|e| e == "parquet") {
@@ -108,7 +122,10 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
                     docred.display()
                 )));
             }
-            super::sample::docred_to_parquet(&docred, &p, copies)?;
+            match args.long_size {
+                Some(words) => super::sample::docred_joined_to_parquet(&docred, &p, words)?,
+                None => super::sample::docred_to_parquet(&docred, &p, copies)?,
+            }
         }
     }
     // Generating a many-copies input holds the whole corpus; the peak is the pipeline's. The
@@ -116,9 +133,10 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
     crate::alloc::release_freed();
     crate::alloc::reset_peak();
     let mut p = prepare_job(&args.job, &overrides, super::Shard::ALL, false)?;
-    p.config.keep_batches = !args.no_encoder_pass;
+    let no_encoder_pass = args.no_encoder_pass || args.long_size.is_some();
+    p.config.keep_batches = !no_encoder_pass;
     let passes = args.repeat as usize;
-    let pipeline_runs = if args.no_encoder_pass {
+    let pipeline_runs = if no_encoder_pass {
         passes
     } else {
         passes + 1
@@ -132,7 +150,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
         if peak == 0 {
             peak = crate::alloc::peak_rss_bytes().unwrap_or(0);
         }
-        if !args.no_encoder_pass && i < passes {
+        if !no_encoder_pass && i < passes {
             encoder.push(encoder_only(&p, std::mem::take(&mut report.batches_kept))?);
         }
         report.batches_kept.clear();
@@ -222,4 +240,137 @@ fn encoder_only(p: &super::Prepared, batches: Vec<Vec<PreparedDoc>>) -> Result<f
         tracing::warn!(failed, "documents failed in the encoder-only pass");
     }
     Ok(per_device.iter().copied().fold(0.0, f64::max).min(wall))
+}
+
+/// One size of `jerex bench --long`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LongSize {
+    /// Words per document at most; `None` for the DocRED documents as they are.
+    pub max_words: Option<usize>,
+    pub documents: usize,
+    pub words: usize,
+    pub words_per_document: f64,
+    /// The median run's.
+    pub seconds: f64,
+    pub words_per_s: f64,
+    /// `words_per_s` over that of the documents as they are.
+    pub vs_docred: f64,
+    /// The first run's peak resident set, each size in its own process.
+    pub peak_rss_bytes: u64,
+    pub pipeline_seconds_runs: Vec<f64>,
+    pub batches: usize,
+}
+
+/// What `jerex bench --long` prints.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LongBench {
+    pub sizes: Vec<LongSize>,
+    pub devices: Vec<String>,
+    pub threads: usize,
+}
+
+/// `jerex bench --long SIZES`: the DocRED documents as they are, then joined into documents of
+/// at most each size, each measured in a fresh process (so every peak is its own); prints one
+/// JSON object on stdout and a table on stderr.
+pub fn bench_long(args: &BenchArgs) -> Result<LongBench> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Config(format!("bench --long: cannot find this program: {e}")))?;
+    // This invocation's arguments (the subcommand first), less --long and the flag every
+    // size gets anyway.
+    let mut base = Vec::new();
+    let mut skip_value = false;
+    for a in std::env::args_os().skip(1) {
+        let s = a.to_string_lossy();
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        if s == "--long" {
+            skip_value = true;
+        } else if !(s.starts_with("--long=") || s == "--no-encoder-pass") {
+            base.push(a);
+        }
+    }
+    let sizes: Vec<Option<usize>> = std::iter::once(None)
+        .chain(args.long.iter().copied().map(Some))
+        .collect();
+    let (mut out, mut devices, mut threads) = (Vec::new(), Vec::new(), 0);
+    for size in sizes {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(&base).arg("--no-encoder-pass");
+        if let Some(words) = size {
+            cmd.arg("--long-size").arg(words.to_string());
+        }
+        let what = size.map_or("as they are".to_string(), |w| format!("at most {w} words"));
+        eprintln!("bench --long: documents {what} ...");
+        let output = cmd
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| Error::Config(format!("bench --long: cannot start {}: {e}", exe.display())))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            return Err(Error::Config(format!(
+                "bench --long: the run of documents {what} failed ({})",
+                output.status
+            )));
+        }
+        let line = stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            Error::Config(format!("bench --long: unreadable result for documents {what}: {e}"))
+        })?;
+        let num = |k: &str| v[k].as_f64().unwrap_or(0.0);
+        let documents = num("documents") as usize;
+        let words = num("words") as usize;
+        devices = serde_json::from_value(v["devices"].clone()).unwrap_or_default();
+        threads = num("threads") as usize;
+        out.push(LongSize {
+            max_words: size,
+            documents,
+            words,
+            words_per_document: words as f64 / documents.max(1) as f64,
+            seconds: num("seconds"),
+            words_per_s: num("words_per_s"),
+            vs_docred: 0.0,
+            peak_rss_bytes: num("peak_rss_bytes") as u64,
+            pipeline_seconds_runs: serde_json::from_value(v["pipeline_seconds_runs"].clone())
+                .unwrap_or_default(),
+            batches: num("batches") as usize,
+        });
+    }
+    let base_speed = out[0].words_per_s.max(1e-9);
+    for s in &mut out {
+        s.vs_docred = s.words_per_s / base_speed;
+    }
+    let result = LongBench {
+        sizes: out,
+        devices,
+        threads,
+    };
+    eprint!("{}", long_table(&result));
+    println!(
+        "{}",
+        serde_json::to_string(&result).expect("bench result serializes")
+    );
+    Ok(result)
+}
+
+/// The human-readable table of `bench --long`.
+pub fn long_table(b: &LongBench) -> String {
+    let mut s = format!(
+        "{:>12} {:>6} {:>10} {:>9} {:>10} {:>9} {:>10}\n",
+        "max words", "docs", "words/doc", "seconds", "words/s", "vs as-is", "peak RSS"
+    );
+    for x in &b.sizes {
+        let size = x.max_words.map_or("as is".to_string(), |w| w.to_string());
+        s.push_str(&format!(
+            "{:>12} {:>6} {:>10.0} {:>9.1} {:>10.0} {:>9.2} {:>6.0} MiB\n",
+            size,
+            x.documents,
+            x.words_per_document,
+            x.seconds,
+            x.words_per_s,
+            x.vs_docred,
+            x.peak_rss_bytes as f64 / (1u64 << 20) as f64
+        ));
+    }
+    s
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::corpus::parquet::InputColumns;
 use crate::error::{Error, Result};
-use crate::model::Thresholds;
+use crate::model::{LongDocuments, Thresholds};
 
 /// A whole job file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +43,33 @@ pub struct Job {
     pub strict: bool,
     #[serde(default)]
     pub incremental: IncrementalConfig,
+    /// Replaces the model's `heads.long_documents` limits for this job.
+    #[serde(default)]
+    pub long_documents: LongDocumentOverrides,
+}
+
+/// Documents longer than `segment_pieces` word pieces are predicted as overlapping segments
+/// whose predictions are merged (see [`crate::model::segment`]); unset fields keep the model's
+/// values (by default 892 and 128).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongDocumentOverrides {
+    /// Word pieces per segment; documents up to this length are predicted whole. Entities and
+    /// relations reach at most about this far: larger segments reach farther at a cost
+    /// quadratic in their length.
+    pub segment_pieces: Option<usize>,
+    /// Word pieces consecutive segments share (at most a quarter of a segment).
+    pub overlap_pieces: Option<usize>,
+}
+
+impl LongDocumentOverrides {
+    /// `base` with the set fields replaced.
+    pub fn apply(&self, base: LongDocuments) -> LongDocuments {
+        LongDocuments {
+            segment_pieces: self.segment_pieces.unwrap_or(base.segment_pieces),
+            overlap_pieces: self.overlap_pieces.unwrap_or(base.overlap_pieces),
+        }
+    }
 }
 
 /// Nightly increments (see [`super::incremental`]).
@@ -321,6 +348,12 @@ pub struct JobOverrides {
     /// `writer.compression`.
     #[arg(long, value_enum)]
     pub compression: Option<Compression>,
+    /// `long_documents.segment_pieces`.
+    #[arg(long)]
+    pub segment_pieces: Option<usize>,
+    /// `long_documents.overlap_pieces`.
+    #[arg(long)]
+    pub overlap_pieces: Option<usize>,
 }
 
 impl Job {
@@ -615,6 +648,15 @@ impl JobOverrides {
         }
         if let Some(v) = self.compression {
             job.writer.compression = v;
+        }
+        let long = &mut job.long_documents;
+        for (target, value) in [
+            (&mut long.segment_pieces, self.segment_pieces),
+            (&mut long.overlap_pieces, self.overlap_pieces),
+        ] {
+            if value.is_some() {
+                *target = value;
+            }
         }
         // A flag can switch strict mode on; off is the default, so there is nothing to override.
         job.strict |= self.strict;

@@ -3,7 +3,8 @@
 //!
 //! [`pipeline`] wires the stages; [`bucket`] packs documents into batches under a word-piece
 //! budget; [`worker`] runs one model replica per device behind the small [`Backend`] trait;
-//! [`job`] reads and validates job files; [`plan`] splits the inputs into work units and shares
+//! [`job`] reads and validates job files; [`long`] carries long documents through as segments;
+//! [`plan`] splits the inputs into work units and shares
 //! them out over shards (machines); [`fake`] is a deterministic backend for tests;
 //! [`incremental`] runs only what changed since a job's last run.
 
@@ -13,6 +14,7 @@ pub mod checks;
 pub mod fake;
 pub mod incremental;
 pub mod job;
+pub mod long;
 pub mod manifest;
 pub mod pipeline;
 pub mod plan;
@@ -143,7 +145,12 @@ pub fn prepare_job(
             model_dir.display()
         )));
     }
-    let model = ModelInfo::load(&model_dir)?;
+    let mut model = ModelInfo::load(&model_dir)?;
+    // The job's limits become the model's (the fingerprint hashes the configuration as used).
+    let long = &mut model.config.heads.long_documents;
+    *long = job.long_documents.apply(*long);
+    long.check()
+        .map_err(|e| Error::Config(format!("long_documents.{e}")))?;
     let thresholds = job.thresholds.apply(model.config.thresholds);
     let threads = job.cpu_threads();
     let factory = ModelFactory {

@@ -258,6 +258,7 @@ fn model_config(hp: &Hyper, dir: &Path) -> Result<ModelConfig> {
             dropout: hp.float("prop_drop")?,
             coref_pair_order: CorefPairOrder::Candidate,
             coref_strings: CorefStrings::DecodedPieces,
+            long_documents: Default::default(),
         },
         // The reference encodes a whole document in one pass; only documents longer than its
         // positions (which crash the reference) are windowed.
