@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::corpus::parquet::InputColumns;
 use crate::error::{Error, Result};
-use crate::model::{LongDocuments, Thresholds};
+use crate::model::segment::LongDocumentOverrides;
+use crate::model::Thresholds;
 
 /// A whole job file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,33 +44,11 @@ pub struct Job {
     pub strict: bool,
     #[serde(default)]
     pub incremental: IncrementalConfig,
-    /// Replaces the model's `heads.long_documents` limits for this job.
+    /// Documents longer than `segment_pieces` word pieces are predicted as overlapping segments
+    /// whose predictions are merged (see [`crate::model::segment`]); set fields replace the
+    /// model's `heads.long_documents` limits for this job.
     #[serde(default)]
     pub long_documents: LongDocumentOverrides,
-}
-
-/// Documents longer than `segment_pieces` word pieces are predicted as overlapping segments
-/// whose predictions are merged (see [`crate::model::segment`]); unset fields keep the model's
-/// values (by default 892 and 128).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LongDocumentOverrides {
-    /// Word pieces per segment; documents up to this length are predicted whole. Entities and
-    /// relations reach at most about this far: larger segments reach farther at a cost
-    /// quadratic in their length.
-    pub segment_pieces: Option<usize>,
-    /// Word pieces consecutive segments share (at most a quarter of a segment).
-    pub overlap_pieces: Option<usize>,
-}
-
-impl LongDocumentOverrides {
-    /// `base` with the set fields replaced.
-    pub fn apply(&self, base: LongDocuments) -> LongDocuments {
-        LongDocuments {
-            segment_pieces: self.segment_pieces.unwrap_or(base.segment_pieces),
-            overlap_pieces: self.overlap_pieces.unwrap_or(base.overlap_pieces),
-        }
-    }
 }
 
 /// Nightly increments (see [`super::incremental`]).

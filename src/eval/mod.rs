@@ -20,6 +20,8 @@ use crate::corpus::docred::read_docred;
 use crate::corpus::Document;
 use crate::device::{check_available, parse_devices, Precision};
 use crate::error::{Error, Result};
+use crate::encoder::DEFAULT_MAX_BATCH_TOKENS;
+use crate::model::segment::{self, LongDocumentOverrides};
 use crate::model::{DocPrediction, GoldInput, JerexModel, PreparedDoc, ThresholdFlags};
 use crate::paths;
 use crate::tokenize::WordPieceTokenizer;
@@ -46,6 +48,37 @@ pub struct EvalArgs {
     pub precision: Precision,
     #[command(flatten)]
     pub thresholds: ThresholdFlags,
+    /// Join every N consecutive documents into one (gold annotations shifted): long documents
+    /// whose scores compare with those of the same documents one by one.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concat: u32,
+    /// End-to-end scores only, without the gold-input tasks (those predict a long document
+    /// whole, in time quadratic in its length).
+    #[arg(long)]
+    pub end_to_end: bool,
+    /// The model's `heads.long_documents.segment_pieces` instead.
+    #[arg(long)]
+    pub segment_pieces: Option<usize>,
+    /// The model's `heads.long_documents.overlap_pieces` instead.
+    #[arg(long)]
+    pub overlap_pieces: Option<usize>,
+}
+
+/// What an evaluation predicts besides the model folder's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvalOptions {
+    pub scope: Scope,
+    /// Replaces the model's long-document limits.
+    pub long_documents: LongDocumentOverrides,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            scope: Scope::Full,
+            long_documents: LongDocumentOverrides::default(),
+        }
+    }
 }
 
 /// Runs `jerex eval`: JSON on stdout, table on stderr.
@@ -53,15 +86,34 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let dir = args.model.clone().unwrap_or_else(paths::default_model_dir);
     let devices = parse_devices(&args.devices)?;
     check_available(&devices)?;
-    let docs = read_docred(&args.data)?;
+    let mut docs = read_docred(&args.data)?;
+    if args.concat > 1 {
+        docs = docs
+            .chunks(args.concat as usize)
+            .enumerate()
+            .map(|(i, c)| Document::join(format!("joined {i}"), c))
+            .collect();
+    }
+    let options = EvalOptions {
+        scope: if args.end_to_end {
+            Scope::EndToEnd
+        } else {
+            Scope::Full
+        },
+        long_documents: LongDocumentOverrides {
+            segment_pieces: args.segment_pieces,
+            overlap_pieces: args.overlap_pieces,
+        },
+    };
     let start = Instant::now();
-    let scores = evaluate_folder(
+    let scores = evaluate_folder_with(
         &dir,
         &devices,
         args.precision,
         &args.thresholds,
         docs,
         args.batch_size,
+        &options,
     )?;
     let scores = Scores {
         seconds: start.elapsed().as_secs_f64(),
@@ -128,6 +180,25 @@ fn predict_scope(
     if scope == Scope::Full {
         levels.extend(GOLD_TASKS.iter().map(|(level, _)| *level));
     }
+    // Documents longer than one segment: end to end as merged segments, the gold-input levels
+    // whole (exact, in time quadratic in their length).
+    let cfg = model.config().heads.long_documents;
+    if inputs.iter().any(|d| segment::plan(d, &cfg).is_some()) {
+        let mut per_doc: Vec<Vec<DocPrediction>> = model
+            .predict_segmented(&inputs, &thresholds, DEFAULT_MAX_BATCH_TOKENS)?
+            .into_iter()
+            .map(|p| vec![p])
+            .collect();
+        for &level in &levels[1..] {
+            for (slot, p) in per_doc
+                .iter_mut()
+                .zip(model.predict_from(&inputs, &thresholds, level)?)
+            {
+                slot.push(p);
+            }
+        }
+        return Ok(per_doc);
+    }
     let mut per_doc: Vec<Vec<DocPrediction>> = vec![Vec::new(); batch.len()];
     // One encoder pass serves every level.
     let encoded = model.encode_batch(&inputs);
@@ -187,11 +258,35 @@ pub fn evaluate_folder(
     docs: Vec<Document>,
     batch_size: usize,
 ) -> Result<Scores> {
+    let options = EvalOptions::default();
+    evaluate_folder_with(
+        dir, devices, precision, thresholds, docs, batch_size, &options,
+    )
+}
+
+/// [`evaluate_folder`] with `options`.
+pub fn evaluate_folder_with(
+    dir: &std::path::Path,
+    devices: &[Device],
+    precision: Precision,
+    thresholds: &ThresholdFlags,
+    docs: Vec<Document>,
+    batch_size: usize,
+    options: &EvalOptions,
+) -> Result<Scores> {
     let start = Instant::now();
     let mut first = JerexModel::load(dir, devices[0], precision)?;
     let thresholds = thresholds.apply(first.config.thresholds)?;
     first.config.thresholds = thresholds;
     first.model.set_thresholds(thresholds);
+    let long = options
+        .long_documents
+        .apply(first.config.heads.long_documents);
+    long.check()
+        .map_err(|e| Error::Config(format!("long_documents.{e}")))?;
+    first.config.heads.long_documents = long;
+    first.model.set_long_documents(long);
+    let levels = options.scope;
     let prepared = prepare_docs(docs, &first.tokenizer, first.config.heads.max_span_words);
     let batches = length_batches(&prepared, batch_size);
     let mut evaluator = Evaluator::new(&first.config);
@@ -210,13 +305,14 @@ pub fn evaluate_folder(
                         None => {
                             let mut l = JerexModel::load(dir, device, precision)?;
                             l.model.set_thresholds(thresholds);
+                            l.model.set_long_documents(long);
                             l
                         }
                     };
                     let mut out = Vec::new();
                     for batch in batches.iter().skip(k).step_by(devices.len()) {
                         let predictions =
-                            predict_scope(&loaded.model, prepared, batch, Scope::Full)?;
+                            predict_scope(&loaded.model, prepared, batch, levels)?;
                         out.extend(batch.iter().copied().zip(predictions));
                     }
                     Ok(out)

@@ -92,6 +92,29 @@ impl LongDocuments {
     }
 }
 
+/// Replacements for a model's limits (job file `[long_documents]`, command-line flags); unset
+/// fields keep the model's values (by default 892 and 128).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongDocumentOverrides {
+    /// Word pieces per segment; documents up to this length are predicted whole. Entities and
+    /// relations reach at most about this far: larger segments reach farther at a cost
+    /// quadratic in their length.
+    pub segment_pieces: Option<usize>,
+    /// Word pieces consecutive segments share (at most a quarter of a segment).
+    pub overlap_pieces: Option<usize>,
+}
+
+impl LongDocumentOverrides {
+    /// `base` with the set fields replaced.
+    pub fn apply(&self, base: LongDocuments) -> LongDocuments {
+        LongDocuments {
+            segment_pieces: self.segment_pieces.unwrap_or(base.segment_pieces),
+            overlap_pieces: self.overlap_pieces.unwrap_or(base.overlap_pieces),
+        }
+    }
+}
+
 /// A run of whole words of one sentence: a sentence, or part of one longer than
 /// [`LongDocuments::max_part`].
 #[derive(Debug, Clone, PartialEq, Eq)]
