@@ -44,7 +44,7 @@ pub struct Job {
     pub strict: bool,
     #[serde(default)]
     pub incremental: IncrementalConfig,
-    /// Documents longer than `segment_pieces` word pieces are predicted as overlapping segments
+    /// Documents longer than `whole_pieces` word pieces are predicted as overlapping segments
     /// whose predictions are merged (see [`crate::model::segment`]); set fields replace the
     /// model's `heads.long_documents` limits for this job.
     #[serde(default)]
@@ -327,6 +327,9 @@ pub struct JobOverrides {
     /// `writer.compression`.
     #[arg(long, value_enum)]
     pub compression: Option<Compression>,
+    /// `long_documents.whole_pieces`.
+    #[arg(long)]
+    pub whole_pieces: Option<usize>,
     /// `long_documents.segment_pieces`.
     #[arg(long)]
     pub segment_pieces: Option<usize>,
@@ -630,6 +633,7 @@ impl JobOverrides {
         }
         let long = &mut job.long_documents;
         for (target, value) in [
+            (&mut long.whole_pieces, self.whole_pieces),
             (&mut long.segment_pieces, self.segment_pieces),
             (&mut long.overlap_pieces, self.overlap_pieces),
         ] {

@@ -151,6 +151,7 @@ mod tests {
     #[test]
     fn short_documents_pass_whole_and_long_ones_finish_with_their_last_segment() {
         let cfg = LongDocuments {
+            whole_pieces: 100,
             segment_pieces: 100,
             overlap_pieces: 20,
         };

@@ -49,6 +49,12 @@ use crate::tokenize::WordPieceTokenizer;
 /// rayon pool a parallel chunk.
 const READ_CHUNK: usize = 64;
 
+/// Words per message from the reader, at most (a longer document goes alone): what the stages
+/// between the reader and the bucketer hold grows with words, and long documents would
+/// otherwise fill a chunk of rows with hundreds of MB of segments. DocRED-sized rows fill
+/// READ_CHUNK first.
+const READ_CHUNK_WORDS: usize = 50_000;
+
 /// Mentions per word assumed when estimating a document's mention pairs before prediction
 /// (DocRED-like text has about one mention every eight words).
 const WORDS_PER_MENTION: usize = 8;
@@ -385,12 +391,15 @@ pub fn execute_skipping(
                     Err(e) => error = Some(e),
                     Ok(reader) => {
                         let mut chunk = Vec::with_capacity(READ_CHUNK);
+                        let mut words = 0;
                         for r in reader {
                             match r {
                                 Ok(row) => {
                                     rows += 1;
+                                    words += row.doc.as_ref().map_or(0, Document::word_count);
                                     chunk.push(row);
-                                    if chunk.len() == READ_CHUNK {
+                                    if chunk.len() == READ_CHUNK || words >= READ_CHUNK_WORDS {
+                                        words = 0;
                                         memory.follow();
                                         StageClock::add(&clock.read, t);
                                         let rows = std::mem::take(&mut chunk);

@@ -56,6 +56,9 @@ pub struct EvalArgs {
     /// whole, in time quadratic in its length).
     #[arg(long)]
     pub end_to_end: bool,
+    /// The model's `heads.long_documents.whole_pieces` instead.
+    #[arg(long)]
+    pub whole_pieces: Option<usize>,
     /// The model's `heads.long_documents.segment_pieces` instead.
     #[arg(long)]
     pub segment_pieces: Option<usize>,
@@ -101,6 +104,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             Scope::Full
         },
         long_documents: LongDocumentOverrides {
+            whole_pieces: args.whole_pieces,
             segment_pieces: args.segment_pieces,
             overlap_pieces: args.overlap_pieces,
         },

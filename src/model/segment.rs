@@ -2,11 +2,11 @@
 //!
 //! The heads are quadratic in a document's mentions (coreference pairs, complete linkage) and
 //! entities (relation pairs times their mention pairs): harmless at DocRED's few hundred words,
-//! ruinous at tens of thousands. A document of at most `segment_pieces` word pieces is one
-//! segment and is predicted exactly as it always was. A longer one is cut at sentence boundaries
-//! into segments of at most `segment_pieces` pieces, consecutive ones sharing at least
-//! `overlap_pieces`; each segment is predicted as a document of its own (so cost grows linearly
-//! with length, and every budget and replica applies to it), and the predictions are merged:
+//! ruinous at tens of thousands. A document of at most `whole_pieces` word pieces is predicted
+//! whole, exactly as it always was. A longer one is cut at sentence boundaries into segments of
+//! at most `segment_pieces` pieces, consecutive ones sharing at least `overlap_pieces`; each
+//! segment is predicted as a document of its own (so cost grows linearly with length, and every
+//! budget and replica applies to it), and the predictions are merged:
 //!
 //! - **Ownership.** Each shared stretch is split at the sentence boundary nearest its middle; a
 //!   mention belongs to the segment that owns its sentence, where it has context on both sides.
@@ -21,12 +21,19 @@
 //! - **Relations.** Each segment's relations are mapped to the joined entities; a relation
 //!   predicted in several segments keeps its highest score and that segment's evidence.
 //!
+//! Segments are short on purpose: one encoder window of the default model, about the length of
+//! the longest documents it was trained on, so the heads see what they were trained for (pairs
+//! farther apart than any training document carry distance features never trained). On Re-DocRED
+//! dev documents joined into long ones, shorter segments scored better on every task than longer
+//! ones, and both far better than predicting the long document whole (`docs/performance.md`).
+//!
 //! What this gives up, by design: two entities are related only if some segment sees a mention
 //! of each, i.e. mentions at most about `segment_pieces` pieces apart; mentions of one entity
-//! farther apart than that, with no mention of it in between, become separate entities. Both
-//! limits are tunable (model config `heads.long_documents`, job file `[long_documents]`); larger
-//! segments reach farther at a cost quadratic in the segment length. Sentences longer than a
-//! quarter of a segment are cut into parts, and a candidate span never crosses a part boundary.
+//! farther apart than that, with no mention of it in the overlaps between, become separate
+//! entities. The limits are tunable (model config `heads.long_documents`, job file
+//! `[long_documents]`); longer segments reach farther, at a cost quadratic in their length.
+//! Sentences longer than a quarter of a segment are cut into parts, and a candidate span never
+//! crosses a part boundary.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -40,22 +47,27 @@ use crate::model::prediction::{DocPrediction, PredEntity, PredMention, PredRelat
 use crate::model::{JerexModel, Thresholds};
 use crate::tokenize::TokenizedDoc;
 
-/// How documents longer than one segment are processed (see the module documentation).
+/// How documents longer than `whole_pieces` are processed (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LongDocuments {
-    /// Word pieces per segment (at most). Documents up to this length are one segment,
-    /// predicted exactly. The default is two encoder windows of the default model (510 + 382
-    /// pieces), so a segment costs the encoder what the same stretch of a whole document would.
+    /// Documents of at most this many word pieces are predicted whole, exactly as without
+    /// segments. The default, 1,024 (about 850 words), keeps every DocRED-sized document whole
+    /// (DocRED's longest have under 600).
+    pub whole_pieces: usize,
+    /// Word pieces per segment of a longer document, at most. The default is one encoder window
+    /// of the default model (512 positions less `[CLS]` and `[SEP]`).
     pub segment_pieces: usize,
-    /// Word pieces consecutive segments share (at least: segments end at sentence boundaries).
+    /// Word pieces consecutive segments share (at least: segments end at sentence boundaries);
+    /// less than half a segment.
     pub overlap_pieces: usize,
 }
 
 impl Default for LongDocuments {
     fn default() -> Self {
         LongDocuments {
-            segment_pieces: 892,
+            whole_pieces: 1024,
+            segment_pieces: 510,
             overlap_pieces: 128,
         }
     }
@@ -65,8 +77,8 @@ impl LongDocuments {
     /// Segments shorter than this leave too little room for sentences.
     pub const MIN_SEGMENT_PIECES: usize = 64;
 
-    /// Checks that segments advance and that only neighbours overlap; the message names the
-    /// field (`segment_pieces`, `overlap_pieces`).
+    /// Checks that segments hold several sentences and advance; the message names the field
+    /// (`segment_pieces`, `overlap_pieces`).
     pub fn check(&self) -> std::result::Result<(), String> {
         if self.segment_pieces < Self::MIN_SEGMENT_PIECES {
             return Err(format!(
@@ -75,10 +87,11 @@ impl LongDocuments {
                 Self::MIN_SEGMENT_PIECES
             ));
         }
-        if self.overlap_pieces == 0 || 4 * self.overlap_pieces > self.segment_pieces {
+        // Every segment but the last holds at least `segment - part` pieces, so with parts of at
+        // most a quarter segment an overlap under half a segment is always found.
+        if self.overlap_pieces == 0 || 2 * self.overlap_pieces >= self.segment_pieces {
             return Err(format!(
-                "overlap_pieces: {} must be at least 1 and at most a quarter of segment_pieces \
-                 ({})",
+                "overlap_pieces: {} must be at least 1 and less than half of segment_pieces ({})",
                 self.overlap_pieces, self.segment_pieces
             ));
         }
@@ -93,15 +106,16 @@ impl LongDocuments {
 }
 
 /// Replacements for a model's limits (job file `[long_documents]`, command-line flags); unset
-/// fields keep the model's values (by default 892 and 128).
+/// fields keep the model's values (by default 1,024, 510 and 128).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LongDocumentOverrides {
-    /// Word pieces per segment; documents up to this length are predicted whole. Entities and
-    /// relations reach at most about this far: larger segments reach farther at a cost
-    /// quadratic in their length.
+    /// Documents of at most this many word pieces are predicted whole.
+    pub whole_pieces: Option<usize>,
+    /// Word pieces per segment of a longer document. Entities and relations reach at most about
+    /// this far; longer segments reach farther, at a cost quadratic in their length.
     pub segment_pieces: Option<usize>,
-    /// Word pieces consecutive segments share (at most a quarter of a segment).
+    /// Word pieces consecutive segments share (less than half a segment).
     pub overlap_pieces: Option<usize>,
 }
 
@@ -109,6 +123,7 @@ impl LongDocumentOverrides {
     /// `base` with the set fields replaced.
     pub fn apply(&self, base: LongDocuments) -> LongDocuments {
         LongDocuments {
+            whole_pieces: self.whole_pieces.unwrap_or(base.whole_pieces),
             segment_pieces: self.segment_pieces.unwrap_or(base.segment_pieces),
             overlap_pieces: self.overlap_pieces.unwrap_or(base.overlap_pieces),
         }
@@ -188,10 +203,10 @@ fn parts(doc: &PreparedDoc, max_part: usize) -> Vec<Part> {
     out
 }
 
-/// The segments of a document longer than `cfg.segment_pieces` word pieces; `None` for a
-/// document that fits in one (it is predicted whole). Deterministic.
+/// The segments of a document longer than `cfg.whole_pieces` word pieces; `None` for a
+/// document predicted whole (also one that fits in a single segment). Deterministic.
 pub fn plan(doc: &PreparedDoc, cfg: &LongDocuments) -> Option<Vec<Segment>> {
-    if doc.piece_count() <= cfg.segment_pieces {
+    if doc.piece_count() <= cfg.whole_pieces.max(cfg.segment_pieces) {
         return None;
     }
     let parts = parts(doc, cfg.max_part());
@@ -525,8 +540,8 @@ fn budget_groups(pieces: &[usize], budget: usize) -> Vec<Range<usize>> {
 }
 
 impl JerexModel {
-    /// End-to-end predictions in which documents longer than one segment (the model's
-    /// `heads.long_documents`) are predicted as overlapping segments and merged (see
+    /// End-to-end predictions in which documents longer than the model's
+    /// `heads.long_documents.whole_pieces` are predicted as overlapping segments and merged (see
     /// [`crate::model::segment`]). The other documents are predicted together in one call,
     /// exactly as [`predict`](Self::predict) does; the segments in groups of at most
     /// `batch_pieces` word pieces, so memory stays bounded however long a document is.
@@ -607,6 +622,7 @@ mod tests {
 
     fn cfg(segment: usize, overlap: usize) -> LongDocuments {
         LongDocuments {
+            whole_pieces: segment,
             segment_pieces: segment,
             overlap_pieces: overlap,
         }
@@ -617,16 +633,23 @@ mod tests {
         assert!(LongDocuments::default().check().is_ok());
         assert!(cfg(63, 8).check().unwrap_err().starts_with("segment_pieces"));
         assert!(cfg(100, 0).check().unwrap_err().starts_with("overlap_pieces"));
-        assert!(cfg(100, 26).check().unwrap_err().starts_with("overlap_pieces"));
-        assert!(cfg(100, 25).check().is_ok());
+        assert!(cfg(100, 50).check().unwrap_err().starts_with("overlap_pieces"));
+        assert!(cfg(100, 49).check().is_ok());
     }
 
     #[test]
-    fn short_documents_are_not_segmented() {
+    fn documents_up_to_the_whole_limit_are_not_segmented() {
         let d = doc(&[30, 30], |_| 2);
         assert_eq!(d.piece_count(), 120);
         assert!(plan(&d, &cfg(120, 10)).is_none());
         assert!(plan(&d, &cfg(119, 10)).is_some());
+        let whole = |w| LongDocuments {
+            whole_pieces: w,
+            ..cfg(64, 10)
+        };
+        assert!(plan(&d, &whole(120)).is_none());
+        let segments = plan(&d, &whole(119)).unwrap();
+        assert!(segments.iter().all(|s| s.pieces.len() <= 64));
     }
 
     #[test]
@@ -635,9 +658,13 @@ mod tests {
         let mut lengths: Vec<usize> = (0..40).map(|i| 5 + (i * 7) % 10).collect();
         lengths[17] = 90;
         let d = doc(&lengths, |w| 1 + (w % 3) as u32);
-        for c in [cfg(128, 16), cfg(200, 50), cfg(64, 8), LongDocuments::default()] {
+        let long_overlap = LongDocuments {
+            overlap_pieces: 60,
+            ..cfg(128, 16)
+        };
+        for c in [cfg(128, 16), cfg(200, 50), cfg(64, 8), long_overlap, LongDocuments::default()] {
             let Some(segs) = plan(&d, &c) else {
-                assert!(d.piece_count() <= c.segment_pieces);
+                assert!(d.piece_count() <= c.whole_pieces);
                 continue;
             };
             assert!(segs.len() > 1);
