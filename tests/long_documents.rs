@@ -63,7 +63,8 @@ fn tiny_model() -> (nn::VarStore, JerexModel) {
     };
     let model = JerexModel::new(&vs.root(), &config, specials, Precision::Fp32).unwrap();
     tch::no_grad(|| {
-        let mut w = vs.variables()["mention_localization.mention_classifier.weight"].shallow_clone();
+        let mut w =
+            vs.variables()["mention_localization.mention_classifier.weight"].shallow_clone();
         let wider = &w * 400.0;
         w.copy_(&wider);
     });
@@ -94,7 +95,10 @@ fn prepared(id: &str, sentence_lengths: &[usize], seed: usize) -> PreparedDoc {
     };
     let mut tokens = TokenizedDoc::default();
     for w in doc.words() {
-        let h = w.text.bytes().fold(17u32, |a, b| a.wrapping_mul(31) ^ u32::from(b));
+        let h = w
+            .text
+            .bytes()
+            .fold(17u32, |a, b| a.wrapping_mul(31) ^ u32::from(b));
         let start = tokens.ids.len() as u32;
         for p in 0..=(h % 3) {
             tokens.ids.push(5 + (h + p * 13) % (VOCAB as u32 - 5));
@@ -118,7 +122,10 @@ fn check_well_formed(p: &DocPrediction, words: usize) {
             covered[m] += 1;
         }
     }
-    assert!(covered.iter().all(|&c| c == 1), "clusters partition mentions");
+    assert!(
+        covered.iter().all(|&c| c == 1),
+        "clusters partition mentions"
+    );
     assert!(p
         .entities
         .windows(2)
@@ -144,21 +151,25 @@ fn short_documents_are_predicted_whole_and_long_ones_as_merged_segments() {
         coref: 0.5,
         relation: 0.5,
     };
-    let short = vec![
-        prepared("a", &[8, 8, 8], 1),
-        prepared("b", &[5, 30, 12], 4),
-    ];
+    let short = vec![prepared("a", &[8, 8, 8], 1), prepared("b", &[5, 30, 12], 4)];
     for d in &short {
         assert!(d.piece_count() <= limits.whole_pieces);
     }
     let lengths: Vec<usize> = (0..36).map(|i| 6 + (i * 5) % 11).collect();
     let long = prepared("long", &lengths, 2);
-    assert!(long.piece_count() > 3 * limits.whole_pieces, "{}", long.piece_count());
+    assert!(
+        long.piece_count() > 3 * limits.whole_pieces,
+        "{}",
+        long.piece_count()
+    );
 
     // Within the limit: exactly what `predict` gives, alone or beside a long document.
     let whole = model.predict(&short, &thresholds).unwrap();
     assert!(whole.iter().all(|p| !p.mentions.is_empty()));
-    assert_eq!(model.predict_segmented(&short, &thresholds, 8192).unwrap(), whole);
+    assert_eq!(
+        model.predict_segmented(&short, &thresholds, 8192).unwrap(),
+        whole
+    );
     let mixed = vec![short[0].clone(), long.clone(), short[1].clone()];
     let p = model.predict_segmented(&mixed, &thresholds, 8192).unwrap();
     assert_eq!((&p[0], &p[2]), (&whole[0], &whole[1]));
@@ -197,8 +208,7 @@ fn short_documents_are_predicted_whole_and_long_ones_as_merged_segments() {
             .unwrap();
         let s = &segments[k];
         let found = local[k].mentions.iter().find(|x| {
-            (x.span.start + s.words.start, x.span.end + s.words.start)
-                == (m.span.start, m.span.end)
+            (x.span.start + s.words.start, x.span.end + s.words.start) == (m.span.start, m.span.end)
         });
         assert_eq!(found.map(|x| x.score), Some(m.score));
         assert_eq!(m.span.sent, sentence_of(m.span.start));
@@ -208,7 +218,9 @@ fn short_documents_are_predicted_whole_and_long_ones_as_merged_segments() {
         merged.entities.iter().any(|e| {
             let first = merged.mentions[e.mentions[0]].span.start;
             let last = merged.mentions[*e.mentions.last().unwrap()].span.start;
-            segments.iter().any(|s| s.own.contains(&first) && !s.own.contains(&last))
+            segments
+                .iter()
+                .any(|s| s.own.contains(&first) && !s.own.contains(&last))
         }),
         "no entity spans two segments"
     );
@@ -377,7 +389,11 @@ fn the_engine_merges_segments_from_separate_batches_as_the_model_does() {
     let long = segmented.prepare(jerex::corpus::text::segment("joined", text));
     let p = loaded
         .model
-        .predict_segmented(&[long.clone()], &segmented.config.thresholds, 8192)
+        .predict_segmented(
+            std::slice::from_ref(&long),
+            &segmented.config.thresholds,
+            8192,
+        )
         .unwrap();
     let expected = doc_rows(&long.doc, &p[0], &segmented.config).unwrap();
     assert!(!expected.mentions.is_empty() && !expected.relations.is_empty());
@@ -386,9 +402,15 @@ fn the_engine_merges_segments_from_separate_batches_as_the_model_does() {
     let relations = read(&a, schema::RELATIONS);
     assert_eq!(rows_of(&mentions, "joined").len(), expected.mentions.len());
     assert_eq!(rows_of(&entities, "joined").len(), expected.entities.len());
-    assert_eq!(rows_of(&relations, "joined").len(), expected.relations.len());
+    assert_eq!(
+        rows_of(&relations, "joined").len(),
+        expected.relations.len()
+    );
     let mention_rows = jerex::output::record_batch(&expected.mentions).unwrap();
-    assert_eq!(rows_of(&mentions, "joined"), rows_of(&mention_rows, "joined"));
+    assert_eq!(
+        rows_of(&mentions, "joined"),
+        rows_of(&mention_rows, "joined")
+    );
     let relation_rows = jerex::output::record_batch(&expected.relations).unwrap();
     assert_eq!(
         rows_of(&relations, "joined"),
@@ -400,7 +422,10 @@ fn the_engine_merges_segments_from_separate_batches_as_the_model_does() {
 fn children_max_rss() -> u64 {
     // SAFETY: getrusage only writes the struct it is given.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) }, 0);
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) },
+        0
+    );
     usage.ru_maxrss as u64 * 1024
 }
 

@@ -179,17 +179,19 @@ impl Document {
             }
             if let (Some(gold), Some(part)) = (&mut out.gold, &d.gold) {
                 let entities = gold.entities.len();
-                gold.entities.extend(part.entities.iter().map(|e| GoldEntity {
-                    mentions: e
-                        .mentions
-                        .iter()
-                        .map(|m| Span {
-                            start: m.start + words,
-                            end: m.end + words,
-                            sent: m.sent + sentences,
-                        })
-                        .collect(),
-                    entity_type: e.entity_type.clone(),
+                gold.entities.extend(part.entities.iter().map(|e| {
+                    GoldEntity {
+                        mentions: e
+                            .mentions
+                            .iter()
+                            .map(|m| Span {
+                                start: m.start + words,
+                                end: m.end + words,
+                                sent: m.sent + sentences,
+                            })
+                            .collect(),
+                        entity_type: e.entity_type.clone(),
+                    }
                 }));
                 if let (Some(rels), Some(part)) = (&mut gold.relations, &part.relations) {
                     rels.extend(part.iter().map(|r| GoldRelation {
@@ -291,7 +293,14 @@ mod tests {
             assert_eq!(text.chars().skip(s).take(e - s).collect::<String>(), w.text);
         }
         let gold = j.gold.as_ref().unwrap();
-        assert_eq!(gold.entities[1].mentions[0], Span { start: 3, end: 4, sent: 2 });
+        assert_eq!(
+            gold.entities[1].mentions[0],
+            Span {
+                start: 3,
+                end: 4,
+                sent: 2
+            }
+        );
         assert_eq!(j.phrase(gold.entities[1].mentions[0]), "Cy");
         let r = &gold.relations.as_ref().unwrap()[1];
         assert_eq!((r.head, r.tail, r.evidence.clone()), (1, 1, vec![2]));

@@ -136,11 +136,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
     let no_encoder_pass = args.no_encoder_pass || args.long_size.is_some();
     p.config.keep_batches = !no_encoder_pass;
     let passes = args.repeat as usize;
-    let pipeline_runs = if no_encoder_pass {
-        passes
-    } else {
-        passes + 1
-    };
+    let pipeline_runs = if no_encoder_pass { passes } else { passes + 1 };
     let (mut runs, mut encoder) = (Vec::new(), Vec::new());
     // Peak memory of the first pipeline run alone: later runs and the encoder-only passes only
     // add to the process's high-water mark.
@@ -305,7 +301,9 @@ pub fn bench_long(args: &BenchArgs) -> Result<LongBench> {
         let output = cmd
             .stderr(std::process::Stdio::inherit())
             .output()
-            .map_err(|e| Error::Config(format!("bench --long: cannot start {}: {e}", exe.display())))?;
+            .map_err(|e| {
+                Error::Config(format!("bench --long: cannot start {}: {e}", exe.display()))
+            })?;
         let stdout = String::from_utf8_lossy(&output.stdout);
         if !output.status.success() {
             return Err(Error::Config(format!(
@@ -315,7 +313,9 @@ pub fn bench_long(args: &BenchArgs) -> Result<LongBench> {
         }
         let line = stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
         let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-            Error::Config(format!("bench --long: unreadable result for documents {what}: {e}"))
+            Error::Config(format!(
+                "bench --long: unreadable result for documents {what}: {e}"
+            ))
         })?;
         let num = |k: &str| v[k].as_f64().unwrap_or(0.0);
         let documents = num("documents") as usize;

@@ -105,7 +105,10 @@ impl LongDoc {
                 Outcome::Predicted(p) => preds.push(p),
                 Outcome::Encoded => {}
                 Outcome::Failed(e) => {
-                    return Some((Outcome::Failed(format!("segment {k} of {n}: {e}")), g.seconds))
+                    return Some((
+                        Outcome::Failed(format!("segment {k} of {n}: {e}")),
+                        g.seconds,
+                    ))
                 }
             }
         }

@@ -283,10 +283,7 @@ mod tests {
             .iter()
             .map(|d| (d.id.clone(), d.word_count(), d.sentences.len()))
             .collect();
-        assert_eq!(
-            shape,
-            [("dev 0-1".into(), 8, 4), ("dev 2-3".into(), 8, 4)]
-        );
+        assert_eq!(shape, [("dev 0-1".into(), 8, 4), ("dev 2-3".into(), 8, 4)]);
     }
 
     #[test]

@@ -19,8 +19,8 @@ use tch::Device;
 use crate::corpus::docred::read_docred;
 use crate::corpus::Document;
 use crate::device::{check_available, parse_devices, Precision};
-use crate::error::{Error, Result};
 use crate::encoder::DEFAULT_MAX_BATCH_TOKENS;
+use crate::error::{Error, Result};
 use crate::model::segment::{self, LongDocumentOverrides};
 use crate::model::{DocPrediction, GoldInput, JerexModel, PreparedDoc, ThresholdFlags};
 use crate::paths;
@@ -194,9 +194,10 @@ fn predict_scope(
             .map(|p| vec![p])
             .collect();
         for &level in &levels[1..] {
-            for (slot, p) in per_doc
-                .iter_mut()
-                .zip(model.predict_from(&inputs, &thresholds, level)?)
+            for (slot, p) in
+                per_doc
+                    .iter_mut()
+                    .zip(model.predict_from(&inputs, &thresholds, level)?)
             {
                 slot.push(p);
             }
@@ -315,8 +316,7 @@ pub fn evaluate_folder_with(
                     };
                     let mut out = Vec::new();
                     for batch in batches.iter().skip(k).step_by(devices.len()) {
-                        let predictions =
-                            predict_scope(&loaded.model, prepared, batch, levels)?;
+                        let predictions = predict_scope(&loaded.model, prepared, batch, levels)?;
                         out.extend(batch.iter().copied().zip(predictions));
                     }
                     Ok(out)

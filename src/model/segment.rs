@@ -368,9 +368,7 @@ pub fn merge(segments: &[Segment], preds: &[DocPrediction]) -> DocPrediction {
         let mut counts: HashMap<(usize, usize), (usize, usize)> = HashMap::new();
         for (i, s) in spans[k].iter().enumerate() {
             if let Some(&a) = left.get(&(s.start, s.end)) {
-                let c = counts
-                    .entry((a, entity_of[k][i]))
-                    .or_insert((0, s.start));
+                let c = counts.entry((a, entity_of[k][i])).or_insert((0, s.start));
                 c.0 += 1;
             }
         }
@@ -452,41 +450,38 @@ pub fn merge(segments: &[Segment], preds: &[DocPrediction]) -> DocPrediction {
 
     // Relations, keyed by joined head, tail and type; the highest score wins (earlier segment
     // on ties).
-    let mut relations: HashMap<(usize, usize, usize), (f32, (usize, usize))> = HashMap::new();
+    let mut relations: HashMap<(usize, usize, usize), PredRelation> = HashMap::new();
     for (k, p) in preds.iter().enumerate() {
-        let joined = |parent: &mut [usize], j: usize| {
-            entity_index.get(&find(parent, base[k] + j)).copied()
-        };
+        let joined =
+            |parent: &mut [usize], j: usize| entity_index.get(&find(parent, base[k] + j)).copied();
         for r in &p.relations {
-            let (Some(h), Some(t)) = (joined(&mut parent, r.head), joined(&mut parent, r.tail))
+            let (Some(head), Some(tail)) =
+                (joined(&mut parent, r.head), joined(&mut parent, r.tail))
             else {
                 continue;
             };
-            if h == t {
+            if head == tail {
                 continue;
             }
-            let evidence = (
-                evidence(&members[h], &owned, &global, spans[k][r.evidence.0]),
-                evidence(&members[t], &owned, &global, spans[k][r.evidence.1]),
-            );
+            let mapped = PredRelation {
+                head,
+                tail,
+                relation: r.relation,
+                score: r.score,
+                evidence: (
+                    evidence(&members[head], &owned, &global, spans[k][r.evidence.0]),
+                    evidence(&members[tail], &owned, &global, spans[k][r.evidence.1]),
+                ),
+            };
             let slot = relations
-                .entry((h, t, r.relation))
-                .or_insert((r.score, evidence));
-            if r.score > slot.0 {
-                *slot = (r.score, evidence);
+                .entry((head, tail, r.relation))
+                .or_insert_with(|| mapped.clone());
+            if mapped.score > slot.score {
+                *slot = mapped;
             }
         }
     }
-    let mut relations: Vec<PredRelation> = relations
-        .into_iter()
-        .map(|((head, tail, relation), (score, evidence))| PredRelation {
-            head,
-            tail,
-            relation,
-            score,
-            evidence,
-        })
-        .collect();
+    let mut relations: Vec<PredRelation> = relations.into_values().collect();
     relations.sort_by_key(|r| (r.head, r.tail, r.relation));
 
     DocPrediction {
@@ -552,7 +547,8 @@ impl JerexModel {
         batch_pieces: usize,
     ) -> Result<Vec<DocPrediction>> {
         let cfg = self.config().heads.long_documents;
-        cfg.check().map_err(|e| Error::Config(format!("long_documents.{e}")))?;
+        cfg.check()
+            .map_err(|e| Error::Config(format!("long_documents.{e}")))?;
         let plans: Vec<Option<Vec<Segment>>> = docs.iter().map(|d| plan(d, &cfg)).collect();
         if plans.iter().all(Option::is_none) {
             return self.predict(docs, thresholds);
@@ -631,9 +627,18 @@ mod tests {
     #[test]
     fn limits_are_checked() {
         assert!(LongDocuments::default().check().is_ok());
-        assert!(cfg(63, 8).check().unwrap_err().starts_with("segment_pieces"));
-        assert!(cfg(100, 0).check().unwrap_err().starts_with("overlap_pieces"));
-        assert!(cfg(100, 50).check().unwrap_err().starts_with("overlap_pieces"));
+        assert!(cfg(63, 8)
+            .check()
+            .unwrap_err()
+            .starts_with("segment_pieces"));
+        assert!(cfg(100, 0)
+            .check()
+            .unwrap_err()
+            .starts_with("overlap_pieces"));
+        assert!(cfg(100, 50)
+            .check()
+            .unwrap_err()
+            .starts_with("overlap_pieces"));
         assert!(cfg(100, 49).check().is_ok());
     }
 
@@ -662,7 +667,13 @@ mod tests {
             overlap_pieces: 60,
             ..cfg(128, 16)
         };
-        for c in [cfg(128, 16), cfg(200, 50), cfg(64, 8), long_overlap, LongDocuments::default()] {
+        for c in [
+            cfg(128, 16),
+            cfg(200, 50),
+            cfg(64, 8),
+            long_overlap,
+            LongDocuments::default(),
+        ] {
             let Some(segs) = plan(&d, &c) else {
                 assert!(d.piece_count() <= c.whole_pieces);
                 continue;
@@ -690,7 +701,10 @@ mod tests {
                     assert_eq!(w, orig);
                     let (a, b) = sub.tokens.word_pieces[i];
                     let (x, y) = d.tokens.word_pieces[s.words.start + i];
-                    assert_eq!(sub.tokens.ids[a as usize..b as usize], d.tokens.ids[x as usize..y as usize]);
+                    assert_eq!(
+                        sub.tokens.ids[a as usize..b as usize],
+                        d.tokens.ids[x as usize..y as usize]
+                    );
                 }
                 if k > 0 {
                     let prev = &segs[k - 1];
@@ -832,7 +846,8 @@ mod tests {
             ]
         );
         assert_eq!(merged.mentions[3].score, 0.6, "the owner's score");
-        let clusters: Vec<Vec<usize>> = merged.entities.iter().map(|e| e.mentions.clone()).collect();
+        let clusters: Vec<Vec<usize>> =
+            merged.entities.iter().map(|e| e.mentions.clone()).collect();
         // A joined with segment 1's big entity (its owned mentions 16..17, 17..18, 25..26 come
         // along); C = {17..18} of segment 0 is not owned there and is dropped; B stays.
         assert_eq!(clusters, vec![vec![0, 2, 3, 4, 5], vec![1], vec![6]]);
@@ -842,17 +857,19 @@ mod tests {
         assert!((merged.entities[0].coref_score - 0.9).abs() < 1e-6);
         // A→B from segment 0 (0.7), A→{28..29} from 1 (0.9), {28..29}→A (0.65); C's relation
         // is gone with C.
-        let rels: Vec<(usize, usize, usize, f32, (usize, usize))> = merged
-            .relations
-            .iter()
-            .map(|r| (r.head, r.tail, r.relation, r.score, r.evidence))
-            .collect();
+        let rel = |head, tail, relation, score, evidence| PredRelation {
+            head,
+            tail,
+            relation,
+            score,
+            evidence,
+        };
         assert_eq!(
-            rels,
+            merged.relations,
             vec![
-                (0, 1, 3, 0.7, (3, 1)),
-                (0, 2, 3, 0.9, (2, 6)),
-                (2, 0, 2, 0.65, (6, 4)),
+                rel(0, 1, 3, 0.7, (3, 1)),
+                rel(0, 2, 3, 0.9, (2, 6)),
+                rel(2, 0, 2, 0.65, (6, 4)),
             ]
         );
         // Evidence mentions belong to their entities.
@@ -885,7 +902,10 @@ mod tests {
 
     #[test]
     fn budget_groups_cover_items_in_order() {
-        assert_eq!(budget_groups(&[5, 5, 5, 20, 1], 10), vec![0..2, 2..3, 3..4, 4..5]);
+        assert_eq!(
+            budget_groups(&[5, 5, 5, 20, 1], 10),
+            vec![0..2, 2..3, 3..4, 4..5]
+        );
         assert!(budget_groups(&[], 10).is_empty());
     }
 }
