@@ -518,3 +518,56 @@ fn a_50000_word_document_runs_within_a_memory_cap() {
     assert!(entities > 0 && entities < mentions);
     assert_eq!(read(&out, schema::MENTIONS).num_rows(), mentions as usize);
 }
+
+/// The job file's `[long_documents]` and the flags replace the model's limits for the run (and
+/// so for the job's fingerprint); impossible limits are configuration errors naming the field.
+#[test]
+fn job_limits_replace_the_models_and_are_checked() {
+    use jerex::engine::{prepare_job, Job, JobOverrides, Shard};
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::parse(
+        "[input]\npaths = [\"x.parquet\"]\n[output]\ndir = \"out\"\n\
+         [long_documents]\nwhole_pieces = 2000\nsegment_pieces = 700\n",
+    )
+    .unwrap();
+    let limits = job.long_documents.apply(LongDocuments::default());
+    assert_eq!(
+        limits,
+        LongDocuments {
+            whole_pieces: 2000,
+            segment_pieces: 700,
+            overlap_pieces: 128
+        }
+    );
+    assert!(Job::parse(
+        "[input]\npaths = []\n[output]\ndir = \"o\"\n[long_documents]\nsegments = 3\n"
+    )
+    .unwrap_err()
+    .contains("segments"));
+
+    let demo = paths::repo_root().join("jobs/demo.toml");
+    if !paths::default_model_dir()
+        .join(folder::CONFIG_FILE)
+        .is_file()
+    {
+        eprintln!("skipping the rest: no default model");
+        return;
+    }
+    let flags = |overlap| JobOverrides {
+        output: Some(dir.path().join("out")),
+        segment_pieces: Some(400),
+        overlap_pieces: Some(overlap),
+        ..Default::default()
+    };
+    let p = prepare_job(&demo, &flags(100), Shard::ALL, false).unwrap();
+    let l = p.model.config.heads.long_documents;
+    assert_eq!(
+        (l.whole_pieces, l.segment_pieces, l.overlap_pieces),
+        (1024, 400, 100)
+    );
+    let err = prepare_job(&demo, &flags(200), Shard::ALL, false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("long_documents.overlap_pieces"), "{err}");
+}
