@@ -571,3 +571,37 @@ fn job_limits_replace_the_models_and_are_checked() {
         .to_string();
     assert!(err.contains("long_documents.overlap_pieces"), "{err}");
 }
+
+/// Every document of the DocRED files here (Re-DocRED dev, DocRED test and train) is within
+/// `whole_pieces` with the default model's tokenizer, so it takes the unchanged whole-document
+/// path: DocRED-sized outputs cannot change. The longest has under 600 pieces.
+#[test]
+fn every_docred_document_is_predicted_whole() {
+    let model = ModelInfo::load(&paths::default_model_dir());
+    let Ok(model) = model else {
+        eprintln!("skipping: no default model");
+        return;
+    };
+    let limits = model.config.heads.long_documents;
+    assert_eq!(limits, LongDocuments::default());
+    let mut longest = 0;
+    for file in [
+        "redocred/dev_revised.json",
+        "docred/test.json",
+        "docred/train_annotated_first200.json",
+    ] {
+        let Some(path) = paths::require_shared(file) else {
+            return;
+        };
+        for doc in jerex::corpus::docred::read_docred(&path).unwrap() {
+            let id = doc.id.clone();
+            let prepared = model.prepare(doc);
+            assert!(
+                plan(&prepared, &limits).is_none(),
+                "{file}: {id} would be segmented"
+            );
+            longest = longest.max(prepared.piece_count());
+        }
+    }
+    assert!(longest > 500 && longest < 600, "longest: {longest} pieces");
+}
