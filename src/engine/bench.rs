@@ -43,9 +43,10 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_encoder_pass: bool,
     /// Long documents: the DocRED documents joined into documents of at most each of these many
-    /// words (comma-separated, e.g. 1000,5000,20000,50000; the same text at every size), each
-    /// size run in a fresh process after the documents as they are, without encoder-only
-    /// passes. Prints words/s and peak RSS per size as one JSON object, and a table on stderr.
+    /// words (comma-separated, e.g. 1000,5000,20000,50000; the same text at every size) and, for
+    /// comparison, as they are; every run in a fresh process, without encoder-only passes, and
+    /// `--repeat` rounds of all sizes. Prints words/s and peak RSS per size as one JSON object,
+    /// and a table on stderr.
     #[arg(long, value_delimiter = ',', conflicts_with = "copies")]
     pub long: Vec<usize>,
     /// One size of `--long`, in this process (what `--long` runs for each size).
@@ -246,14 +247,18 @@ pub struct LongSize {
     pub documents: usize,
     pub words: usize,
     pub words_per_document: f64,
-    /// The median run's.
+    /// The median over the rounds.
     pub seconds: f64,
+    /// `words / seconds`.
     pub words_per_s: f64,
-    /// `words_per_s` over that of the documents as they are.
+    /// The median over the rounds of this size's words/s over that of the documents as they
+    /// are in the same round.
     pub vs_docred: f64,
-    /// The first run's peak resident set, each size in its own process.
+    /// The highest peak resident set over the rounds, each run in its own process.
     pub peak_rss_bytes: u64,
-    pub pipeline_seconds_runs: Vec<f64>,
+    /// Every round's seconds and peak, in order.
+    pub seconds_runs: Vec<f64>,
+    pub peak_rss_bytes_runs: Vec<u64>,
     pub batches: usize,
 }
 
@@ -261,18 +266,52 @@ pub struct LongSize {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LongBench {
     pub sizes: Vec<LongSize>,
+    pub rounds: usize,
     pub devices: Vec<String>,
     pub threads: usize,
 }
 
+/// One run of one size in a child process: the child's JSON result.
+fn long_run(
+    exe: &std::path::Path,
+    base: &[std::ffi::OsString],
+    size: Option<usize>,
+) -> Result<serde_json::Value> {
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(base).arg("--no-encoder-pass");
+    if let Some(words) = size {
+        cmd.arg("--long-size").arg(words.to_string());
+    }
+    let what = size.map_or("as they are".to_string(), |w| format!("at most {w} words"));
+    eprintln!("bench --long: documents {what} ...");
+    let output = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| Error::Config(format!("bench --long: cannot start {}: {e}", exe.display())))?;
+    if !output.status.success() {
+        return Err(Error::Config(format!(
+            "bench --long: the run of documents {what} failed ({})",
+            output.status
+        )));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    serde_json::from_str(line).map_err(|e| {
+        Error::Config(format!(
+            "bench --long: unreadable result for documents {what}: {e}"
+        ))
+    })
+}
+
 /// `jerex bench --long SIZES`: the DocRED documents as they are, then joined into documents of
-/// at most each size, each measured in a fresh process (so every peak is its own); prints one
-/// JSON object on stdout and a table on stderr.
+/// at most each size, every run in a fresh process (so every peak is its own). `--repeat N`
+/// makes N rounds of all sizes, so a shared machine's drift hits every size alike; speeds are
+/// compared within a round. Prints one JSON object on stdout and a table on stderr.
 pub fn bench_long(args: &BenchArgs) -> Result<LongBench> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::Config(format!("bench --long: cannot find this program: {e}")))?;
-    // This invocation's arguments (the subcommand first), less --long and the flag every
-    // size gets anyway.
+    // This invocation's arguments (the subcommand first), less --long, --repeat (rounds are
+    // made here) and the flag every run gets anyway.
     let mut base = Vec::new();
     let mut skip_value = false;
     for a in std::env::args_os().skip(1) {
@@ -280,70 +319,64 @@ pub fn bench_long(args: &BenchArgs) -> Result<LongBench> {
         if std::mem::take(&mut skip_value) {
             continue;
         }
-        if s == "--long" {
+        if s == "--long" || s == "--repeat" {
             skip_value = true;
-        } else if !(s.starts_with("--long=") || s == "--no-encoder-pass") {
+        } else if !(s.starts_with("--long=")
+            || s.starts_with("--repeat=")
+            || s == "--no-encoder-pass")
+        {
             base.push(a);
         }
     }
     let sizes: Vec<Option<usize>> = std::iter::once(None)
         .chain(args.long.iter().copied().map(Some))
         .collect();
-    let (mut out, mut devices, mut threads) = (Vec::new(), Vec::new(), 0);
-    for size in sizes {
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.args(&base).arg("--no-encoder-pass");
-        if let Some(words) = size {
-            cmd.arg("--long-size").arg(words.to_string());
+    let rounds = args.repeat as usize;
+    // runs[size][round]
+    let mut runs: Vec<Vec<serde_json::Value>> = vec![Vec::new(); sizes.len()];
+    for _ in 0..rounds {
+        for (i, &size) in sizes.iter().enumerate() {
+            runs[i].push(long_run(&exe, &base, size)?);
         }
-        let what = size.map_or("as they are".to_string(), |w| format!("at most {w} words"));
-        eprintln!("bench --long: documents {what} ...");
-        let output = cmd
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|e| {
-                Error::Config(format!("bench --long: cannot start {}: {e}", exe.display()))
-            })?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        if !output.status.success() {
-            return Err(Error::Config(format!(
-                "bench --long: the run of documents {what} failed ({})",
-                output.status
-            )));
-        }
-        let line = stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-            Error::Config(format!(
-                "bench --long: unreadable result for documents {what}: {e}"
-            ))
-        })?;
-        let num = |k: &str| v[k].as_f64().unwrap_or(0.0);
-        let documents = num("documents") as usize;
-        let words = num("words") as usize;
-        devices = serde_json::from_value(v["devices"].clone()).unwrap_or_default();
-        threads = num("threads") as usize;
-        out.push(LongSize {
-            max_words: size,
-            documents,
-            words,
-            words_per_document: words as f64 / documents.max(1) as f64,
-            seconds: num("seconds"),
-            words_per_s: num("words_per_s"),
-            vs_docred: 0.0,
-            peak_rss_bytes: num("peak_rss_bytes") as u64,
-            pipeline_seconds_runs: serde_json::from_value(v["pipeline_seconds_runs"].clone())
-                .unwrap_or_default(),
-            batches: num("batches") as usize,
-        });
     }
-    let base_speed = out[0].words_per_s.max(1e-9);
-    for s in &mut out {
-        s.vs_docred = s.words_per_s / base_speed;
-    }
+    let num = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+    let speed = |v: &serde_json::Value| num(v, "words") / num(v, "seconds").max(1e-9);
+    let out: Vec<LongSize> = sizes
+        .iter()
+        .zip(&runs)
+        .map(|(&size, r)| {
+            let seconds_runs: Vec<f64> = r.iter().map(|v| num(v, "seconds")).collect();
+            let seconds = median(seconds_runs.iter().copied());
+            let (documents, words) = (
+                num(&r[0], "documents") as usize,
+                num(&r[0], "words") as usize,
+            );
+            let peaks: Vec<u64> = r.iter().map(|v| num(v, "peak_rss_bytes") as u64).collect();
+            LongSize {
+                max_words: size,
+                documents,
+                words,
+                words_per_document: words as f64 / documents.max(1) as f64,
+                seconds,
+                words_per_s: words as f64 / seconds.max(1e-9),
+                vs_docred: median(
+                    r.iter()
+                        .zip(&runs[0])
+                        .map(|(v, d)| speed(v) / speed(d).max(1e-9)),
+                ),
+                peak_rss_bytes: peaks.iter().copied().max().unwrap_or(0),
+                seconds_runs,
+                peak_rss_bytes_runs: peaks,
+                batches: num(&r[0], "batches") as usize,
+            }
+        })
+        .collect();
+    let first = &runs[0][0];
     let result = LongBench {
         sizes: out,
-        devices,
-        threads,
+        rounds,
+        devices: serde_json::from_value(first["devices"].clone()).unwrap_or_default(),
+        threads: num(first, "threads") as usize,
     };
     eprint!("{}", long_table(&result));
     println!(
