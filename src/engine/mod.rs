@@ -3,10 +3,10 @@
 //!
 //! [`pipeline`] wires the stages; [`bucket`] packs documents into batches under a word-piece
 //! budget; [`worker`] runs one model replica per device behind the small [`Backend`] trait;
-//! [`job`] reads and validates job files; [`long`] carries long documents through as segments;
-//! [`plan`] splits the inputs into work units and shares
+//! [`job`] reads and validates job files; [`plan`] splits the inputs into work units and shares
 //! them out over shards (machines); [`fake`] is a deterministic backend for tests;
-//! [`incremental`] runs only what changed since a job's last run.
+//! [`incremental`] runs only what changed since a job's last run; [`long`] carries long
+//! documents through as segments.
 
 pub mod bench;
 pub mod bucket;

@@ -184,7 +184,7 @@ fn predict_scope(
     if scope == Scope::Full {
         levels.extend(GOLD_TASKS.iter().map(|(level, _)| *level));
     }
-    // Documents longer than one segment: end to end as merged segments, the gold-input levels
+    // Documents over `whole_pieces`: end to end as merged segments, the gold-input levels
     // whole (exact, in time quadratic in their length).
     let cfg = model.config().heads.long_documents;
     if inputs.iter().any(|d| segment::plan(d, &cfg).is_some()) {
