@@ -133,6 +133,9 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             })
         }
         Command::Plan(args) => done(jerex::engine::plan::run(&args)),
+        Command::Bench(args) if !args.long.is_empty() => {
+            done(jerex::engine::bench::bench_long(&args))
+        }
         Command::Bench(args) => done(jerex::engine::bench(&args)),
         Command::Train(args) => done(jerex::train::run(&args)),
         Command::Eval(args) => done(jerex::eval::run(&args)),

@@ -44,6 +44,16 @@ pub struct BenchArgs {
     /// batches for them, so `peak_rss_bytes` is the pipeline's alone at any corpus length.
     #[arg(long)]
     pub no_encoder_pass: bool,
+    /// Long documents: the DocRED documents joined into documents of at most each of these many
+    /// words (comma-separated, e.g. 1000,5000,20000,50000; the same text at every size) and, for
+    /// comparison, as they are; every run in a fresh process, without encoder-only passes, and
+    /// `--repeat` rounds of all sizes. Prints words/s and peak RSS per size as one JSON object,
+    /// and a table on stderr.
+    #[arg(long, value_delimiter = ',', conflicts_with = "copies")]
+    pub long: Vec<usize>,
+    /// One size of `--long`, in this process (what `--long` runs for each size).
+    #[arg(long, hide = true, conflicts_with = "copies")]
+    pub long_size: Option<usize>,
     #[command(flatten)]
     pub overrides: JobOverrides,
     /// Log format on stderr.
@@ -96,14 +106,19 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
         .or_else(crate::paths::default_bench_docred);
     let copies = args.copies as usize;
     let mut overrides = args.overrides.clone();
-    if copies > 1 {
+    if copies > 1 || args.long_size.is_some() {
         overrides.input.clear();
     }
     for spec in &job.input.paths {
         let mut p = PathBuf::from(spec);
-        if copies > 1 {
-            let stem = p.file_stem().unwrap_or_default().to_string_lossy();
-            p = p.with_file_name(format!("{stem}.x{copies}.parquet"));
+        let stem = p.file_stem().unwrap_or_default().to_string_lossy();
+        let variant = match args.long_size {
+            Some(words) => Some(format!("{stem}.long{words}.parquet")),
+            None if copies > 1 => Some(format!("{stem}.x{copies}.parquet")),
+            None => None,
+        };
+        if let Some(name) = variant {
+            p = p.with_file_name(name);
             overrides.input.push(p.to_string_lossy().into_owned());
         }
         if p.extension().is_none_or(|e| e != "parquet") {
@@ -111,7 +126,10 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
         }
         match &docred {
             Some(json) if !super::sample::needs_docred_conversion(json, &p, copies) => {}
-            Some(json) if json.is_file() => super::sample::docred_to_parquet(json, &p, copies)?,
+            Some(json) if json.is_file() => match args.long_size {
+                Some(words) => super::sample::docred_joined_to_parquet(json, &p, words)?,
+                None => super::sample::docred_to_parquet(json, &p, copies)?,
+            },
             Some(json) => {
                 return Err(Error::Config(format!(
                     "bench input {} is missing and {} (its source) is not there",
@@ -134,13 +152,10 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
     crate::alloc::reset_peak();
     // Each pass rewrites every unit: no other process may write there meanwhile.
     let mut p = prepare_job(&job_file, &overrides, super::Shard::ALL, true, false)?;
-    p.config.keep_batches = !args.no_encoder_pass;
+    let no_encoder_pass = args.no_encoder_pass || args.long_size.is_some();
+    p.config.keep_batches = !no_encoder_pass;
     let passes = args.repeat as usize;
-    let pipeline_runs = if args.no_encoder_pass {
-        passes
-    } else {
-        passes + 1
-    };
+    let pipeline_runs = if no_encoder_pass { passes } else { passes + 1 };
     let (mut runs, mut encoder) = (Vec::new(), Vec::new());
     // Peak memory of the first pipeline run alone: later runs and the encoder-only passes only
     // add to the process's high-water mark.
@@ -150,7 +165,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
         if peak == 0 {
             peak = crate::alloc::peak_rss_bytes().unwrap_or(0);
         }
-        if !args.no_encoder_pass && i < passes {
+        if !no_encoder_pass && i < passes {
             encoder.push(encoder_only(
                 &p.factory,
                 &p.config.devices,
@@ -267,6 +282,175 @@ fn encoder_only(
         tracing::warn!(failed, "documents failed in the encoder-only pass");
     }
     Ok(per_device.iter().copied().fold(0.0, f64::max).min(wall))
+}
+
+/// One size of `jerex bench --long`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LongSize {
+    /// Words per document at most; `None` for the DocRED documents as they are.
+    pub max_words: Option<usize>,
+    pub documents: usize,
+    pub words: usize,
+    pub words_per_document: f64,
+    /// The median over the rounds.
+    pub seconds: f64,
+    /// `words / seconds`.
+    pub words_per_s: f64,
+    /// The median over the rounds of this size's words/s over that of the documents as they
+    /// are in the same round.
+    pub vs_docred: f64,
+    /// The highest peak resident set over the rounds, each run in its own process.
+    pub peak_rss_bytes: u64,
+    /// Every round's seconds and peak, in order.
+    pub seconds_runs: Vec<f64>,
+    pub peak_rss_bytes_runs: Vec<u64>,
+    pub batches: usize,
+}
+
+/// What `jerex bench --long` prints.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LongBench {
+    pub sizes: Vec<LongSize>,
+    pub rounds: usize,
+    pub devices: Vec<String>,
+    pub threads: usize,
+}
+
+/// One run of one size in a child process: the child's JSON result.
+fn long_run(
+    exe: &std::path::Path,
+    base: &[std::ffi::OsString],
+    size: Option<usize>,
+) -> Result<serde_json::Value> {
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(base).arg("--no-encoder-pass");
+    if let Some(words) = size {
+        cmd.arg("--long-size").arg(words.to_string());
+    }
+    let what = size.map_or("as they are".to_string(), |w| format!("at most {w} words"));
+    eprintln!("bench --long: documents {what} ...");
+    let output = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| Error::Config(format!("bench --long: cannot start {}: {e}", exe.display())))?;
+    if !output.status.success() {
+        return Err(Error::Config(format!(
+            "bench --long: the run of documents {what} failed ({})",
+            output.status
+        )));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    serde_json::from_str(line).map_err(|e| {
+        Error::Config(format!(
+            "bench --long: unreadable result for documents {what}: {e}"
+        ))
+    })
+}
+
+/// `jerex bench --long SIZES`: the DocRED documents as they are, then joined into documents of
+/// at most each size, every run in a fresh process (so every peak is its own). `--repeat N`
+/// makes N rounds of all sizes, so a shared machine's drift hits every size alike; speeds are
+/// compared within a round. Prints one JSON object on stdout and a table on stderr.
+pub fn bench_long(args: &BenchArgs) -> Result<LongBench> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Config(format!("bench --long: cannot find this program: {e}")))?;
+    // This invocation's arguments (the subcommand first), less --long, --repeat (rounds are
+    // made here) and the flag every run gets anyway.
+    let mut base = Vec::new();
+    let mut skip_value = false;
+    for a in std::env::args_os().skip(1) {
+        let s = a.to_string_lossy();
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        if s == "--long" || s == "--repeat" {
+            skip_value = true;
+        } else if !(s.starts_with("--long=")
+            || s.starts_with("--repeat=")
+            || s == "--no-encoder-pass")
+        {
+            base.push(a);
+        }
+    }
+    let sizes: Vec<Option<usize>> = std::iter::once(None)
+        .chain(args.long.iter().copied().map(Some))
+        .collect();
+    let rounds = args.repeat as usize;
+    // runs[size][round]
+    let mut runs: Vec<Vec<serde_json::Value>> = vec![Vec::new(); sizes.len()];
+    for _ in 0..rounds {
+        for (i, &size) in sizes.iter().enumerate() {
+            runs[i].push(long_run(&exe, &base, size)?);
+        }
+    }
+    let num = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+    let speed = |v: &serde_json::Value| num(v, "words") / num(v, "seconds").max(1e-9);
+    let out: Vec<LongSize> = sizes
+        .iter()
+        .zip(&runs)
+        .map(|(&size, r)| {
+            let seconds_runs: Vec<f64> = r.iter().map(|v| num(v, "seconds")).collect();
+            let seconds = median(seconds_runs.iter().copied());
+            let (documents, words) = (
+                num(&r[0], "documents") as usize,
+                num(&r[0], "words") as usize,
+            );
+            let peaks: Vec<u64> = r.iter().map(|v| num(v, "peak_rss_bytes") as u64).collect();
+            LongSize {
+                max_words: size,
+                documents,
+                words,
+                words_per_document: words as f64 / documents.max(1) as f64,
+                seconds,
+                words_per_s: words as f64 / seconds.max(1e-9),
+                vs_docred: median(
+                    r.iter()
+                        .zip(&runs[0])
+                        .map(|(v, d)| speed(v) / speed(d).max(1e-9)),
+                ),
+                peak_rss_bytes: peaks.iter().copied().max().unwrap_or(0),
+                seconds_runs,
+                peak_rss_bytes_runs: peaks,
+                batches: num(&r[0], "batches") as usize,
+            }
+        })
+        .collect();
+    let first = &runs[0][0];
+    let result = LongBench {
+        sizes: out,
+        rounds,
+        devices: serde_json::from_value(first["devices"].clone()).unwrap_or_default(),
+        threads: num(first, "threads") as usize,
+    };
+    eprint!("{}", long_table(&result));
+    println!(
+        "{}",
+        serde_json::to_string(&result).expect("bench result serializes")
+    );
+    Ok(result)
+}
+
+/// The human-readable table of `bench --long`.
+pub fn long_table(b: &LongBench) -> String {
+    let mut s = format!(
+        "{:>12} {:>6} {:>10} {:>9} {:>10} {:>9} {:>10}\n",
+        "max words", "docs", "words/doc", "seconds", "words/s", "vs as-is", "peak RSS"
+    );
+    for x in &b.sizes {
+        let size = x.max_words.map_or("as is".to_string(), |w| w.to_string());
+        s.push_str(&format!(
+            "{:>12} {:>6} {:>10.0} {:>9.1} {:>10.0} {:>9.2} {:>6.0} MiB\n",
+            size,
+            x.documents,
+            x.words_per_document,
+            x.seconds,
+            x.words_per_s,
+            x.vs_docred,
+            x.peak_rss_bytes as f64 / (1u64 << 20) as f64
+        ));
+    }
+    s
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::corpus::parquet::InputColumns;
 use crate::error::{Error, Result};
+use crate::model::segment::LongDocumentOverrides;
 use crate::model::{ThresholdFlags, Thresholds};
 pub use crate::output::writer::{Compression, OutputFormat};
 
@@ -46,6 +47,11 @@ pub struct Job {
     pub strict: bool,
     #[serde(default)]
     pub incremental: IncrementalConfig,
+    /// Documents longer than `whole_pieces` word pieces are predicted as overlapping segments
+    /// whose predictions are merged (see [`crate::model::segment`]); set fields replace the
+    /// model's `heads.long_documents` limits for this job.
+    #[serde(default)]
+    pub long_documents: LongDocumentOverrides,
 }
 
 /// Nightly increments (see [`super::incremental`]).
@@ -288,6 +294,15 @@ pub struct JobOverrides {
     /// `writer.compression`.
     #[arg(long, value_enum)]
     pub compression: Option<Compression>,
+    /// `long_documents.whole_pieces`.
+    #[arg(long)]
+    pub whole_pieces: Option<usize>,
+    /// `long_documents.segment_pieces`.
+    #[arg(long)]
+    pub segment_pieces: Option<usize>,
+    /// `long_documents.overlap_pieces`.
+    #[arg(long)]
+    pub overlap_pieces: Option<usize>,
 }
 
 impl Job {
@@ -603,6 +618,16 @@ impl JobOverrides {
         }
         if let Some(v) = self.compression {
             job.writer.compression = v;
+        }
+        let long = &mut job.long_documents;
+        for (target, value) in [
+            (&mut long.whole_pieces, self.whole_pieces),
+            (&mut long.segment_pieces, self.segment_pieces),
+            (&mut long.overlap_pieces, self.overlap_pieces),
+        ] {
+            if value.is_some() {
+                *target = value;
+            }
         }
         // A flag can switch strict mode on; off is the default, so there is nothing to override.
         job.strict |= self.strict;

@@ -6,7 +6,7 @@
 //! [`job`] reads and validates job files; [`plan`] splits the inputs into work units and shares
 //! them out over shards (machines); [`lease`] keeps a second writer of a shard away; [`fake`] is
 //! a deterministic backend for tests; [`incremental`] runs only what changed since a job's last
-//! run.
+//! run; [`long`] carries long documents through as segments.
 
 pub mod bench;
 pub mod bucket;
@@ -15,6 +15,7 @@ pub mod fake;
 pub mod incremental;
 pub mod job;
 pub mod lease;
+pub mod long;
 pub mod manifest;
 pub mod pipeline;
 pub mod plan;
@@ -139,7 +140,12 @@ pub fn prepare_job(
             model_dir.display()
         )));
     }
-    let model = ModelInfo::load(&model_dir)?;
+    let mut model = ModelInfo::load(&model_dir)?;
+    // The job's limits become the model's (the fingerprint hashes the configuration as used).
+    let long = &mut model.config.heads.long_documents;
+    *long = job.long_documents.apply(*long);
+    long.check()
+        .map_err(|e| Error::Config(format!("long_documents.{e}")))?;
     let thresholds = job.thresholds.apply(model.config.thresholds);
     let threads = job.cpu_threads();
     let factory = ModelFactory {

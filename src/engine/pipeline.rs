@@ -12,6 +12,7 @@
 //! [`Manifest`] moves them into the tables and records the unit, so the tables never hold part of
 //! a unit.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use tch::Device;
 use super::bucket::{Bucketer, Cost};
 use super::checks::{Abort, FirstSeen, InputChecks, Screen};
 use super::job::{BatchConfig, Compression, OutputFormat};
+use super::long::{self, LongDoc, SegmentOf};
 use super::manifest::{self, DocCounts, Manifest, PartRecord, UnitRecord};
 use super::worker::{device_loop, Backend, BackendFactory, Batch, Done, Mode, Outcome};
 use crate::alloc::ReleaseFollower;
@@ -46,6 +48,12 @@ use crate::tokenize::WordPieceTokenizer;
 /// Input rows per message from the reader: enough to amortise channel traffic and give the
 /// rayon pool a parallel chunk.
 const READ_CHUNK: usize = 64;
+
+/// Words per message from the reader, at most (a longer document goes alone): what the stages
+/// between the reader and the bucketer hold grows with words, and long documents would
+/// otherwise fill a chunk of rows with hundreds of MB of segments. DocRED-sized rows fill
+/// READ_CHUNK first.
+const READ_CHUNK_WORDS: usize = 50_000;
 
 /// Mentions per word assumed when estimating a document's mention pairs before prediction
 /// (DocRED-like text has about one mention every eight words).
@@ -316,6 +324,8 @@ pub struct Meta {
     row: u64,
     content_hash: String,
     cost: Cost,
+    /// Set when the item is a segment of a long document.
+    segment: Option<SegmentOf>,
 }
 
 /// One document's finished output (rows of all tables).
@@ -419,12 +429,15 @@ pub fn execute_skipping(
                     Err(e) => error = Some(e),
                     Ok(reader) => {
                         let mut chunk = Vec::with_capacity(READ_CHUNK);
+                        let mut words = 0;
                         for r in reader {
                             match r {
                                 Ok(row) => {
                                     rows += 1;
+                                    words += row.doc.as_ref().map_or(0, Document::word_count);
                                     chunk.push(row);
-                                    if chunk.len() == READ_CHUNK {
+                                    if chunk.len() == READ_CHUNK || words >= READ_CHUNK_WORDS {
+                                        words = 0;
                                         memory.follow();
                                         StageClock::add(&clock.read, t);
                                         let rows = std::mem::take(&mut chunk);
@@ -511,6 +524,7 @@ pub fn execute_skipping(
                                 content_hash: None,
                                 words: 0,
                                 word_pieces: 0,
+                                segments: 0,
                                 mentions: 0,
                                 entities: 0,
                                 relations: 0,
@@ -522,22 +536,27 @@ pub fn execute_skipping(
                     }
                 }
                 let offered = docs.len();
-                let good: Vec<(PreparedDoc, Meta)> = pool.install(|| {
+                // A long document goes on as its segments (see `long`).
+                let long_documents = &model.config.heads.long_documents;
+                let good: Vec<Vec<(PreparedDoc, Meta)>> = pool.install(|| {
                     docs.into_par_iter()
                         .filter_map(|(row, doc)| {
                             let content_hash = doc.content_hash();
                             if unchanged.get(&doc.id) == Some(&content_hash) {
                                 return None;
                             }
-                            let prepared = model.prepare(doc);
-                            let cost = model.cost(&prepared);
-                            let meta = Meta {
-                                unit,
-                                row,
-                                content_hash,
-                                cost,
-                            };
-                            Some((prepared, meta))
+                            let items = long::split(model.prepare(doc), long_documents);
+                            let items = items.into_iter().map(|(prepared, segment)| {
+                                let meta = Meta {
+                                    unit,
+                                    row,
+                                    content_hash: content_hash.clone(),
+                                    cost: model.cost(&prepared),
+                                    segment,
+                                };
+                                (prepared, meta)
+                            });
+                            Some(items.collect())
                         })
                         .collect()
                 });
@@ -548,6 +567,7 @@ pub fn execute_skipping(
                 if offered > good.len() && prep_write_tx.send(skipped).is_err() {
                     return;
                 }
+                let good: Vec<(PreparedDoc, Meta)> = good.into_iter().flatten().collect();
                 StageClock::add(&clock.prepare, t);
                 if !rejected.is_empty() && prep_write_tx.send(WriterMsg::Docs(rejected)).is_err() {
                     return;
@@ -708,8 +728,29 @@ impl BackendFactory for ReadyFactory<'_> {
     }
 }
 
-/// Table rows of every document of a processed batch. A document's seconds are its share of
-/// the batch's device time by word pieces.
+/// A document of a processed batch ready for its rows: a whole one, or a long one whose last
+/// segment the batch held.
+struct Ready<'a> {
+    meta: &'a Meta,
+    whole: Option<&'a PreparedDoc>,
+    long: Option<Arc<LongDoc>>,
+    outcome: Cow<'a, Outcome>,
+    seconds: f64,
+}
+
+impl Ready<'_> {
+    fn prepared(&self) -> &PreparedDoc {
+        match (&self.whole, &self.long) {
+            (Some(p), _) => p,
+            (None, Some(l)) => l.prepared(),
+            (None, None) => unreachable!("a ready document is whole or long"),
+        }
+    }
+}
+
+/// Table rows of every document of a processed batch that is complete. A document's seconds
+/// are its share of the batch's device time by word pieces, summed over the batches of its
+/// segments for a long document (whose rows come with its last segment).
 fn decode(
     done: &Done<Meta>,
     cfg: &PipelineConfig,
@@ -717,15 +758,50 @@ fn decode(
     pool: &rayon::ThreadPool,
 ) -> Vec<DocResult> {
     let total_pieces: usize = done.batch.meta.iter().map(|m| m.cost.word_pieces).sum();
+    let share = |m: &Meta| done.seconds * m.cost.word_pieces as f64 / total_pieces.max(1) as f64;
+    let mut ready = Vec::with_capacity(done.batch.docs.len());
+    for ((prepared, meta), outcome) in done
+        .batch
+        .docs
+        .iter()
+        .zip(&done.batch.meta)
+        .zip(&done.outcomes)
+    {
+        match &meta.segment {
+            None => ready.push(Ready {
+                meta,
+                whole: Some(prepared),
+                long: None,
+                outcome: Cow::Borrowed(outcome),
+                seconds: share(meta),
+            }),
+            Some(s) => {
+                if let Some((outcome, seconds)) = s.doc.finish(s.index, outcome, share(meta)) {
+                    tracing::info!(
+                        doc = %s.doc.prepared().doc.id,
+                        words = s.doc.prepared().doc.word_count(),
+                        segments = s.doc.segment_count(),
+                        seconds,
+                        "long document done"
+                    );
+                    ready.push(Ready {
+                        meta,
+                        whole: None,
+                        long: Some(Arc::clone(&s.doc)),
+                        outcome: Cow::Owned(outcome),
+                        seconds,
+                    });
+                }
+            }
+        }
+    }
     pool.install(|| {
-        done.batch
-            .docs
+        ready
             .par_iter()
-            .zip(&done.batch.meta)
-            .zip(&done.outcomes)
-            .map(|((prepared, meta), outcome)| {
+            .map(|r| {
+                let (prepared, meta) = (r.prepared(), r.meta);
                 let doc = &prepared.doc;
-                let (status, reason, rows) = match outcome {
+                let (status, reason, rows) = match r.outcome.as_ref() {
                     Outcome::Predicted(pred) => match doc_rows(doc, pred, &model.config) {
                         Ok(rows) => (Status::Ok, None, rows),
                         Err(e) => (Status::Failed, Some(e.to_string()), DocRows::default()),
@@ -733,7 +809,6 @@ fn decode(
                     Outcome::Encoded => (Status::Ok, None, DocRows::default()),
                     Outcome::Failed(e) => (Status::Failed, Some(e.clone()), DocRows::default()),
                 };
-                let share = meta.cost.word_pieces as f64 / total_pieces.max(1) as f64;
                 DocResult {
                     unit: meta.unit,
                     document: DocumentRow {
@@ -745,10 +820,11 @@ fn decode(
                         content_hash: Some(meta.content_hash.clone()),
                         words: doc.word_count() as u32,
                         word_pieces: prepared.tokens.ids.len() as u32,
+                        segments: r.long.as_ref().map_or(1, |l| l.segment_count()) as u32,
                         mentions: rows.mentions.len() as u32,
                         entities: rows.entities.len() as u32,
                         relations: rows.relations.len() as u32,
-                        seconds: done.seconds * share,
+                        seconds: r.seconds,
                         model_id: model.model_id.clone(),
                     },
                     rows,
@@ -807,6 +883,7 @@ fn write_stage(
     // One message's rows per unit, gathered before they join the unit's pending batches.
     let mut gathered: HashMap<usize, (DocRows, Vec<DocumentRow>)> = HashMap::new();
     let mut memory = ReleaseFollower::default();
+    let mut slowest = 0.0f64;
     for msg in rx {
         memory.follow();
         let t = Instant::now();
@@ -831,6 +908,7 @@ fn write_stage(
                 for d in docs {
                     count(&mut report, &d);
                     progress.inc(1);
+                    show_if_slowest(progress, &mut slowest, &d.document);
                     if !touched.contains(&d.unit) {
                         touched.push(d.unit);
                     }
@@ -987,6 +1065,19 @@ fn write_table<R: TableRow>(
         });
     }
     Ok(())
+}
+
+/// Names the slowest document so far next to the progress bar, with its time and length.
+fn show_if_slowest(progress: &indicatif::ProgressBar, slowest: &mut f64, d: &DocumentRow) {
+    if d.seconds > *slowest {
+        *slowest = d.seconds;
+        progress.set_message(format!(
+            "slowest: {} {:.1} s ({} words)",
+            d.doc_id.as_deref().unwrap_or("?"),
+            d.seconds,
+            d.words
+        ));
+    }
 }
 
 fn progress_bar(enabled: bool, total: usize) -> indicatif::ProgressBar {

@@ -21,7 +21,9 @@ use tch::Device;
 use crate::corpus::docred::read_docred;
 use crate::corpus::Document;
 use crate::device::{check_available, parse_devices, Precision};
+use crate::encoder::DEFAULT_MAX_BATCH_TOKENS;
 use crate::error::{Error, Result};
+use crate::model::segment::{self, LongDocumentOverrides};
 use crate::model::{DocPrediction, GoldInput, JerexModel, PreparedDoc, ThresholdFlags, Thresholds};
 use crate::paths;
 use crate::tokenize::WordPieceTokenizer;
@@ -52,6 +54,43 @@ pub struct EvalArgs {
     /// threshold is always added.
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_CUTOFFS)]
     pub cutoffs: Vec<f32>,
+    /// Join every N consecutive documents into one (gold annotations shifted): long documents
+    /// whose scores compare with those of the same documents one by one.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concat: u32,
+    /// End-to-end scores only, without the gold-input tasks (those predict a long document
+    /// whole, in time quadratic in its length).
+    #[arg(long)]
+    pub end_to_end: bool,
+    /// The model's `heads.long_documents.whole_pieces` instead.
+    #[arg(long)]
+    pub whole_pieces: Option<usize>,
+    /// The model's `heads.long_documents.segment_pieces` instead.
+    #[arg(long)]
+    pub segment_pieces: Option<usize>,
+    /// The model's `heads.long_documents.overlap_pieces` instead.
+    #[arg(long)]
+    pub overlap_pieces: Option<usize>,
+}
+
+/// What an evaluation predicts besides the model folder's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalOptions {
+    pub scope: Scope,
+    /// Replaces the model's long-document limits.
+    pub long_documents: LongDocumentOverrides,
+    /// Relation score cut-offs of the precision–recall table, in (0, 1].
+    pub cutoffs: Vec<f32>,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            scope: Scope::Full,
+            long_documents: LongDocumentOverrides::default(),
+            cutoffs: Vec::new(),
+        }
+    }
 }
 
 /// The default `--cutoffs`.
@@ -65,16 +104,36 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     };
     let devices = parse_devices(&args.devices)?;
     check_available(&devices)?;
-    let docs = read_docred(&args.data)?;
+    let mut docs = read_docred(&args.data)?;
+    if args.concat > 1 {
+        docs = docs
+            .chunks(args.concat as usize)
+            .enumerate()
+            .map(|(i, c)| Document::join(format!("joined {i}"), c))
+            .collect();
+    }
+    let options = EvalOptions {
+        scope: if args.end_to_end {
+            Scope::EndToEnd
+        } else {
+            Scope::Full
+        },
+        long_documents: LongDocumentOverrides {
+            whole_pieces: args.whole_pieces,
+            segment_pieces: args.segment_pieces,
+            overlap_pieces: args.overlap_pieces,
+        },
+        cutoffs: args.cutoffs.clone(),
+    };
     let start = Instant::now();
-    let scores = evaluate_folder(
+    let scores = evaluate_folder_with(
         &dir,
         &devices,
         args.precision,
         &args.thresholds,
         docs,
         args.batch_size,
-        &args.cutoffs,
+        &options,
     )?;
     let scores = Scores {
         seconds: start.elapsed().as_secs_f64(),
@@ -142,6 +201,25 @@ fn predict_scope(
     if scope == Scope::Full {
         levels.extend(GOLD_TASKS.iter().map(|(level, _)| (*level, &thresholds)));
     }
+    // Documents over `whole_pieces`: end to end as merged segments, the gold-input levels
+    // whole (exact, in time quadratic in their length).
+    let cfg = model.config().heads.long_documents;
+    if inputs.iter().any(|d| segment::plan(d, &cfg).is_some()) {
+        let mut per_doc: Vec<Vec<DocPrediction>> = model
+            .predict_segmented(&inputs, end_to_end, DEFAULT_MAX_BATCH_TOKENS)?
+            .into_iter()
+            .map(|p| vec![p])
+            .collect();
+        for &(level, t) in &levels[1..] {
+            for (slot, p) in per_doc
+                .iter_mut()
+                .zip(model.predict_from(&inputs, t, level)?)
+            {
+                slot.push(p);
+            }
+        }
+        return Ok(per_doc);
+    }
     let mut per_doc: Vec<Vec<DocPrediction>> = vec![Vec::new(); batch.len()];
     // One encoder pass serves every level.
     let encoded = model.encode_batch(&inputs);
@@ -202,6 +280,26 @@ pub fn evaluate_folder(
     batch_size: usize,
     cutoffs: &[f32],
 ) -> Result<Scores> {
+    let options = EvalOptions {
+        cutoffs: cutoffs.to_vec(),
+        ..EvalOptions::default()
+    };
+    evaluate_folder_with(
+        dir, devices, precision, thresholds, docs, batch_size, &options,
+    )
+}
+
+/// [`evaluate_folder`] with `options`.
+pub fn evaluate_folder_with(
+    dir: &std::path::Path,
+    devices: &[Device],
+    precision: Precision,
+    thresholds: &ThresholdFlags,
+    docs: Vec<Document>,
+    batch_size: usize,
+    options: &EvalOptions,
+) -> Result<Scores> {
+    let cutoffs = &options.cutoffs;
     let start = Instant::now();
     if let Some(c) = cutoffs.iter().find(|&&c| !(c > 0.0 && c <= 1.0)) {
         return Err(Error::Config(format!(
@@ -210,6 +308,13 @@ pub fn evaluate_folder(
     }
     let mut first = JerexModel::load(dir, devices[0], precision)?;
     first.config.thresholds = thresholds.apply(first.config.thresholds)?;
+    let long = options
+        .long_documents
+        .apply(first.config.heads.long_documents);
+    long.check()
+        .map_err(|e| Error::Config(format!("long_documents.{e}")))?;
+    first.config.heads.long_documents = long;
+    first.model.set_long_documents(long);
     let prepared = prepare_docs(docs, &first.tokenizer, first.config.heads.max_span_words);
     let batches = length_batches(&prepared, batch_size);
     let thresholds = first.config.thresholds;
@@ -232,7 +337,11 @@ pub fn evaluate_folder(
                 scope.spawn(move || -> Result<Share> {
                     let loaded = match preloaded {
                         Some(l) => l,
-                        None => JerexModel::load(dir, device, precision)?,
+                        None => {
+                            let mut l = JerexModel::load(dir, device, precision)?;
+                            l.model.set_long_documents(long);
+                            l
+                        }
                     };
                     let mut out = Vec::new();
                     for batch in batches.iter().skip(k).step_by(devices.len()) {
@@ -240,7 +349,7 @@ pub fn evaluate_folder(
                             &loaded.model,
                             prepared,
                             batch,
-                            Scope::Full,
+                            options.scope,
                             &end_to_end,
                         )?;
                         out.extend(batch.iter().copied().zip(predictions));

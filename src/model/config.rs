@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::encoder::window::{Framing, WindowConfig};
 use crate::encoder::BertConfig;
 use crate::error::{Error, Result};
+pub use crate::model::segment::LongDocuments;
 
 /// An entity or relation type: the key used in data (`PER`, `P17`) and a readable name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +108,10 @@ pub struct HeadConfig {
     /// uncased encoder can tell names from common words. Off in the reference.
     #[serde(default)]
     pub word_shapes: bool,
+    /// How the heads see documents longer than one segment (inference only): as overlapping
+    /// segments whose predictions are merged, so cost stays linear in length.
+    #[serde(default)]
+    pub long_documents: LongDocuments,
 }
 
 /// The direction in which coreference scores each unordered mention pair at inference (the
@@ -150,6 +155,7 @@ impl Default for HeadConfig {
             coref_pair_order: CorefPairOrder::default(),
             coref_strings: CorefStrings::default(),
             word_shapes: false,
+            long_documents: LongDocuments::default(),
         }
     }
 }

@@ -257,6 +257,12 @@ impl JerexModel {
         &self.config
     }
 
+    /// Replaces the long-document limits of the model's configuration (what
+    /// [`predict_segmented`](Self::predict_segmented) reads).
+    pub fn set_long_documents(&mut self, limits: crate::model::LongDocuments) {
+        self.config.heads.long_documents = limits;
+    }
+
     pub fn encoder(&self) -> &Encoder {
         &self.encoder
     }

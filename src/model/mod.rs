@@ -1,6 +1,6 @@
 //! The JEREX model: the encoder plus the heads for mentions, coreference, entities and
 //! relations (`joint`), their inputs (`input`), range max-pooling (`pool`), clustering
-//! (`cluster`) and the model folder (`folder`).
+//! (`cluster`), long documents as segments (`segment`) and the model folder (`folder`).
 
 pub mod cluster;
 pub mod config;
@@ -14,10 +14,11 @@ pub mod pool;
 pub mod prediction;
 pub mod relation;
 pub mod sample;
+pub mod segment;
 
 pub use config::{
-    CorefPairOrder, CorefStrings, Framing, HeadConfig, ModelConfig, RelationHead, ThresholdFlags,
-    Thresholds, TypeInfo, WindowConfig,
+    CorefPairOrder, CorefStrings, Framing, HeadConfig, LongDocuments, ModelConfig, RelationHead,
+    ThresholdFlags, Thresholds, TypeInfo, WindowConfig,
 };
 pub use folder::LoadedModel;
 pub use input::PreparedDoc;

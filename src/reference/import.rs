@@ -259,6 +259,7 @@ fn model_config(hp: &Hyper, dir: &Path) -> Result<ModelConfig> {
             coref_pair_order: CorefPairOrder::Candidate,
             coref_strings: CorefStrings::DecodedPieces,
             word_shapes: false,
+            long_documents: Default::default(),
         },
         // The reference encodes a whole document in one pass; only documents longer than its
         // positions (which crash the reference) are windowed.

@@ -1,0 +1,604 @@
+//! Long documents. A document of at most `heads.long_documents.whole_pieces` word pieces is
+//! predicted whole, exactly as before; a longer one as overlapping segments whose predictions
+//! are merged, the same in the model and in the engine (where its segments travel in separate
+//! batches); and a 50,000-word document runs through the engine within a memory cap.
+
+mod common;
+use common::{save_tiny_model, tiny_config_for, types};
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, Float32Array, RecordBatch, StringArray, UInt32Array};
+use arrow::compute::concat_batches;
+use jerex::corpus::{Document, Word};
+use jerex::device::Precision;
+use jerex::encoder::{BertConfig, SpecialIds};
+use jerex::engine::job::{BatchConfig, Compression, OutputFormat};
+use jerex::engine::pipeline::OutputSettings;
+use jerex::engine::worker::Mode;
+use jerex::engine::{execute, sample, ModelFactory, ModelInfo, PipelineConfig, Unit};
+use jerex::model::segment::{merge, plan, segment_doc};
+use jerex::model::{
+    folder, DocPrediction, HeadConfig, JerexModel, LongDocuments, ModelConfig, PreparedDoc,
+    Thresholds, TypeInfo, WindowConfig,
+};
+use jerex::output::doc_rows;
+use jerex::tokenize::TokenizedDoc;
+use jerex::{paths, schema};
+use tch::{nn, Device};
+
+const VOCAB: i64 = 64;
+
+fn numbered(prefix: &str, n: usize) -> Vec<TypeInfo> {
+    (0..n)
+        .map(|i| TypeInfo {
+            key: format!("{prefix}{i}"),
+            name: format!("{prefix} {i}"),
+        })
+        .collect()
+}
+
+/// A tiny random model with short encoder windows whose mention classifier is widened, so that
+/// a threshold of 0.7 keeps about a tenth of the candidates.
+fn tiny_model() -> (nn::VarStore, JerexModel) {
+    tch::manual_seed(17);
+    let config = ModelConfig {
+        entity_types: numbered("E", 3),
+        relation_types: numbered("R", 4),
+        thresholds: Thresholds::default(),
+        heads: HeadConfig::default(),
+        window: WindowConfig {
+            max_len: 32,
+            overlap: 8,
+            framing: jerex::model::Framing::ClsSep,
+        },
+        encoder: BertConfig::tiny(VOCAB),
+        training: serde_json::Value::Null,
+    };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let specials = SpecialIds {
+        cls: 1,
+        sep: 2,
+        pad: 0,
+    };
+    let model = JerexModel::new(&vs.root(), &config, specials, Precision::Fp32).unwrap();
+    tch::no_grad(|| {
+        let mut w =
+            vs.variables()["mention_localization.mention_classifier.weight"].shallow_clone();
+        let wider = &w * 400.0;
+        w.copy_(&wider);
+    });
+    (vs, model)
+}
+
+/// Sentences of synthetic words with one to three pieces each (equal words, equal pieces).
+fn prepared(id: &str, sentence_lengths: &[usize], seed: usize) -> PreparedDoc {
+    let mut k = seed;
+    let doc = Document {
+        id: id.into(),
+        text: None,
+        sentences: sentence_lengths
+            .iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|_| {
+                        k = (k * 7 + 3) % 29;
+                        Word {
+                            text: format!("w{k}"),
+                            chars: None,
+                        }
+                    })
+                    .collect()
+            })
+            .collect(),
+        gold: None,
+    };
+    let mut tokens = TokenizedDoc::default();
+    for w in doc.words() {
+        let h = w
+            .text
+            .bytes()
+            .fold(17u32, |a, b| a.wrapping_mul(31) ^ u32::from(b));
+        let start = tokens.ids.len() as u32;
+        for p in 0..=(h % 3) {
+            tokens.ids.push(5 + (h + p * 13) % (VOCAB as u32 - 5));
+        }
+        tokens.word_pieces.push((start, tokens.ids.len() as u32));
+    }
+    PreparedDoc::from_tokens(doc, tokens, 10)
+}
+
+/// Mentions in order, clusters partitioning them, relations between distinct entities with
+/// evidence mentions of their own entities.
+fn check_well_formed(p: &DocPrediction, words: usize) {
+    for w in p.mentions.windows(2) {
+        assert!((w[0].span.start, w[0].span.end) < (w[1].span.start, w[1].span.end));
+    }
+    assert!(p.mentions.iter().all(|m| m.span.end <= words));
+    let mut covered = vec![0; p.mentions.len()];
+    for e in &p.entities {
+        assert!(!e.mentions.is_empty() && e.mentions.windows(2).all(|w| w[0] < w[1]));
+        for &m in &e.mentions {
+            covered[m] += 1;
+        }
+    }
+    assert!(
+        covered.iter().all(|&c| c == 1),
+        "clusters partition mentions"
+    );
+    assert!(p
+        .entities
+        .windows(2)
+        .all(|w| w[0].mentions[0] < w[1].mentions[0]));
+    for r in &p.relations {
+        assert!(r.head != r.tail);
+        assert!(p.entities[r.head].mentions.contains(&r.evidence.0));
+        assert!(p.entities[r.tail].mentions.contains(&r.evidence.1));
+    }
+}
+
+#[test]
+fn short_documents_are_predicted_whole_and_long_ones_as_merged_segments() {
+    let (_vs, mut model) = tiny_model();
+    let limits = LongDocuments {
+        whole_pieces: 200,
+        segment_pieces: 160,
+        overlap_pieces: 48,
+    };
+    model.set_long_documents(limits);
+    let thresholds = Thresholds {
+        mention: 0.7,
+        coref: 0.5,
+        relation: 0.5,
+    };
+    let short = vec![prepared("a", &[8, 8, 8], 1), prepared("b", &[5, 30, 12], 4)];
+    for d in &short {
+        assert!(d.piece_count() <= limits.whole_pieces);
+    }
+    let lengths: Vec<usize> = (0..36).map(|i| 6 + (i * 5) % 11).collect();
+    let long = prepared("long", &lengths, 2);
+    assert!(
+        long.piece_count() > 3 * limits.whole_pieces,
+        "{}",
+        long.piece_count()
+    );
+
+    // Within the limit: exactly what `predict` gives, alone or beside a long document.
+    let whole = model.predict(&short, &thresholds).unwrap();
+    assert!(whole.iter().all(|p| !p.mentions.is_empty()));
+    assert_eq!(
+        model.predict_segmented(&short, &thresholds, 8192).unwrap(),
+        whole
+    );
+    let mixed = vec![short[0].clone(), long.clone(), short[1].clone()];
+    let p = model.predict_segmented(&mixed, &thresholds, 8192).unwrap();
+    assert_eq!((&p[0], &p[2]), (&whole[0], &whole[1]));
+
+    // Beyond it: the merge of the segments' own predictions.
+    let segments = plan(&long, &limits).unwrap();
+    assert!(segments.len() >= 4, "{} segments", segments.len());
+    let docs: Vec<PreparedDoc> = segments.iter().map(|s| segment_doc(&long, s)).collect();
+    let local = model.predict(&docs, &thresholds).unwrap();
+    let merged = merge(&segments, &local);
+    assert_eq!(
+        model
+            .predict_segmented(std::slice::from_ref(&long), &thresholds, usize::MAX)
+            .unwrap()[0],
+        merged
+    );
+    // Budget groups (here one segment at a time) change batching only.
+    let grouped = &p[1];
+    assert_eq!(grouped.mentions.len(), merged.mentions.len());
+    for (a, b) in grouped.mentions.iter().zip(&merged.mentions) {
+        assert_eq!(a.span, b.span);
+        assert!((a.score - b.score).abs() < 1e-5);
+    }
+    check_well_formed(&merged, long.doc.word_count());
+    assert!(merged.entities.len() > 10 && !merged.relations.is_empty());
+    // Each mention comes from the segment owning its first word, with that segment's score
+    // and the document's sentence numbering.
+    let sentence_of = |w: usize| {
+        let starts = long.doc.sentence_starts();
+        starts.partition_point(|&s| s <= w) - 1
+    };
+    for m in &merged.mentions {
+        let k = segments
+            .iter()
+            .position(|s| s.own.contains(&m.span.start))
+            .unwrap();
+        let s = &segments[k];
+        let found = local[k].mentions.iter().find(|x| {
+            (x.span.start + s.words.start, x.span.end + s.words.start) == (m.span.start, m.span.end)
+        });
+        assert_eq!(found.map(|x| x.score), Some(m.score));
+        assert_eq!(m.span.sent, sentence_of(m.span.start));
+    }
+    // Some entity continues across a segment boundary.
+    assert!(
+        merged.entities.iter().any(|e| {
+            let first = merged.mentions[e.mentions[0]].span.start;
+            let last = merged.mentions[*e.mentions.last().unwrap()].span.start;
+            segments
+                .iter()
+                .any(|s| s.own.contains(&first) && !s.own.contains(&last))
+        }),
+        "no entity spans two segments"
+    );
+}
+
+fn tokenizer_json() -> Option<PathBuf> {
+    paths::require_encoder().map(|d| d.join(folder::TOKENIZER_FILE))
+}
+
+fn run(units: &[Unit], out: &Path, model: &ModelInfo, factory: &ModelFactory) {
+    let cfg = PipelineConfig {
+        units: units.to_vec(),
+        first_seen: None,
+        columns: Default::default(),
+        devices: vec![Device::Cpu, Device::Cpu],
+        batch: BatchConfig {
+            max_word_pieces: 1024,
+            max_docs: 4,
+            lookahead: 8,
+            ..BatchConfig::default()
+        },
+        threads: 2,
+        output: Some(OutputSettings {
+            dir: out.to_path_buf(),
+            format: OutputFormat::Parquet,
+            compression: Compression::Zstd,
+            rows_per_part: 100_000,
+        }),
+        mode: Mode::Predict,
+        keep_batches: false,
+        progress: false,
+        checks: Default::default(),
+    };
+    let report = execute(&cfg, model, factory).unwrap();
+    assert_eq!(report.failed + report.rejected, 0);
+}
+
+fn read(out: &Path, table: &str) -> RecordBatch {
+    let schema = schema::table(table).arrow_schema();
+    let mut batches = Vec::new();
+    for entry in std::fs::read_dir(out.join(table)).unwrap() {
+        let f = std::fs::File::open(entry.unwrap().path()).unwrap();
+        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 4096).unwrap();
+        batches.extend(r.map(|b| b.unwrap()));
+    }
+    concat_batches(&schema, &batches).unwrap()
+}
+
+/// A table's rows of one document as strings (scores rounded to 1e-4, timing left out), sorted.
+fn rows_of(batch: &RecordBatch, doc: &str) -> Vec<String> {
+    let ids = batch
+        .column_by_name("doc_id")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let mut out = Vec::new();
+    for i in 0..batch.num_rows() {
+        if !ids.is_valid(i) || ids.value(i) != doc {
+            continue;
+        }
+        let mut row = Vec::new();
+        for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+            if f.name() == "seconds" {
+                continue;
+            }
+            match c.as_any().downcast_ref::<Float32Array>() {
+                Some(x) => row.push(format!("{:.4}", x.value(i))),
+                None => row.push(format!("{:?}", c.slice(i, 1))),
+            }
+        }
+        out.push(row.join("|"));
+    }
+    out.sort();
+    out
+}
+
+fn u32_column(batch: &RecordBatch, name: &str) -> Vec<u32> {
+    batch
+        .column_by_name(name)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<UInt32Array>()
+        .unwrap()
+        .values()
+        .to_vec()
+}
+
+/// The sample corpus's 20 documents plus all of them joined into one (about 1,000 words, a few
+/// segments): the short ones get the same rows whether or not long documents are segmented,
+/// and the long one the rows of the model's own segmented prediction, though its segments went
+/// through different batches and devices.
+#[test]
+fn the_engine_merges_segments_from_separate_batches_as_the_model_does() {
+    let Some(tok) = tokenizer_json() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let source = paths::repo_root().join("data/sample/sample.jsonl");
+    let mut docs = sample::read_jsonl(&source).unwrap();
+    let joined = Document::join("joined".into(), &docs);
+    docs.push(joined);
+    let input = dir.path().join("in.parquet");
+    sample::write_input_parquet(&input, &docs).unwrap();
+    let units = vec![Unit::file(&input)];
+
+    let config = tiny_config_for(
+        &tok,
+        types(&["PER", "ORG", "LOC", "TIME", "NUM", "MISC"]),
+        types(&["R1", "R2", "R3", "R4"]),
+        Thresholds {
+            mention: 0.7,
+            coref: 0.5,
+            relation: 0.5013,
+        },
+    );
+    let model_dir = save_tiny_model(dir.path(), "tiny", &config, &tok, 11, 30.0);
+    let segmented = ModelInfo::load(&model_dir).unwrap();
+    assert_eq!(
+        segmented.config.heads.long_documents,
+        LongDocuments::default()
+    );
+    let mut whole = ModelInfo::load(&model_dir).unwrap();
+    whole.config.heads.long_documents.whole_pieces = 100_000;
+    let factory = ModelFactory {
+        dir: model_dir.clone(),
+        thresholds: segmented.config.thresholds,
+        precision: Precision::Fp32,
+        threads: 1,
+    };
+    let (a, b) = (dir.path().join("segmented"), dir.path().join("whole"));
+    run(&units, &a, &segmented, &factory);
+    run(&units, &b, &whole, &factory);
+
+    let documents = read(&a, schema::DOCUMENTS);
+    let segments = u32_column(&documents, "segments");
+    let pieces = u32_column(&documents, "word_pieces");
+    let ids: Vec<String> = (0..documents.num_rows())
+        .map(|i| {
+            documents
+                .column_by_name("doc_id")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .value(i)
+                .to_string()
+        })
+        .collect();
+    let limit = segmented.config.heads.long_documents.whole_pieces as u32;
+    for ((id, &s), &p) in ids.iter().zip(&segments).zip(&pieces) {
+        if id == "joined" {
+            assert!(p > limit && s >= 2, "{id}: {p} pieces in {s} segments");
+        } else {
+            assert!(p <= limit && s == 1, "{id}: {p} pieces in {s} segments");
+        }
+    }
+    for table in [schema::MENTIONS, schema::ENTITIES, schema::RELATIONS] {
+        let (x, y) = (read(&a, table), read(&b, table));
+        for id in ids.iter().filter(|id| *id != "joined") {
+            assert_eq!(rows_of(&x, id), rows_of(&y, id), "{table} of {id}");
+        }
+    }
+
+    // The long document's rows are those of the model's segmented prediction.
+    let loaded = JerexModel::load(&model_dir, Device::Cpu, Precision::Fp32).unwrap();
+    // As the reader segments the text.
+    let text = docs.last().unwrap().text.as_deref().unwrap();
+    let long = segmented.prepare(jerex::corpus::text::segment("joined", text));
+    let p = loaded
+        .model
+        .predict_segmented(
+            std::slice::from_ref(&long),
+            &segmented.config.thresholds,
+            8192,
+        )
+        .unwrap();
+    let expected = doc_rows(&long.doc, &p[0], &segmented.config).unwrap();
+    assert!(!expected.mentions.is_empty() && !expected.relations.is_empty());
+    let mentions = read(&a, schema::MENTIONS);
+    let entities = read(&a, schema::ENTITIES);
+    let relations = read(&a, schema::RELATIONS);
+    assert_eq!(rows_of(&mentions, "joined").len(), expected.mentions.len());
+    assert_eq!(rows_of(&entities, "joined").len(), expected.entities.len());
+    assert_eq!(
+        rows_of(&relations, "joined").len(),
+        expected.relations.len()
+    );
+    let mention_rows = jerex::output::record_batch(&expected.mentions).unwrap();
+    assert_eq!(
+        rows_of(&mentions, "joined"),
+        rows_of(&mention_rows, "joined")
+    );
+    let relation_rows = jerex::output::record_batch(&expected.relations).unwrap();
+    assert_eq!(
+        rows_of(&relations, "joined"),
+        rows_of(&relation_rows, "joined")
+    );
+}
+
+/// Peak resident set of the largest terminated child of this process, in bytes.
+fn children_max_rss() -> u64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) },
+        0
+    );
+    usage.ru_maxrss as u64 * 1024
+}
+
+/// A document of about 50,000 words (the first Re-DocRED dev documents joined, the size the
+/// default `input.max_words` admits) through `jerex run` with the default model, under an
+/// address-space limit (`ulimit -v`) of 1.5 GiB; its peak resident set stays within the 1 GiB
+/// the engine keeps for DocRED-sized corpora. Before segments it peaked at several GB.
+#[test]
+fn a_50000_word_document_runs_within_a_memory_cap() {
+    use std::os::unix::process::CommandExt;
+    let Some(data) = paths::require_shared("redocred/dev_revised.json") else {
+        return;
+    };
+    if !paths::default_model_dir().is_ok_and(|m| m.join(folder::WEIGHTS_FILE).is_file()) {
+        eprintln!("skipping: no default model weights");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut docs = jerex::corpus::docred::read_docred(&data).unwrap();
+    for d in &mut docs {
+        d.gold = None;
+    }
+    let first = jerex::corpus::runs_up_to(&docs, 50_000).remove(0);
+    let long = Document::join("long".into(), &docs[first]);
+    let words = long.word_count();
+    assert!((45_000..=50_000).contains(&words), "{words} words");
+    let input = dir.path().join("long.parquet");
+    sample::write_input_parquet(&input, &[long]).unwrap();
+    let out = dir.path().join("out");
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "devices = \"cpu\"\nthreads = 2\n[input]\npaths = [{:?}]\n[output]\ndir = {:?}\n",
+            input, out
+        ),
+    )
+    .unwrap();
+    const CAP: u64 = 3 << 29; // 1.5 GiB of address space
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jerex"));
+    cmd.args(["run", job.to_str().unwrap(), "--no-progress"])
+        .env("JEREX_LOAD_CUDA", "never")
+        .env("RUST_LOG", "warn");
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: CAP,
+                rlim_max: CAP,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let start = std::time::Instant::now();
+    let output = cmd.output().unwrap();
+    let seconds = start.elapsed().as_secs_f64();
+    assert!(
+        output.status.success(),
+        "jerex run failed under the cap: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let peak = children_max_rss();
+    eprintln!(
+        "{words} words in {seconds:.1} s (with model loading), peak RSS {} MiB",
+        peak >> 20
+    );
+    assert!(peak <= 1 << 30, "peak RSS {} MiB", peak >> 20);
+    let documents = read(&out, schema::DOCUMENTS);
+    assert_eq!(documents.num_rows(), 1);
+    let status = documents
+        .column_by_name("status")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    assert_eq!(status.value(0), "ok");
+    assert_eq!(u32_column(&documents, "words"), [words as u32]);
+    let segments = u32_column(&documents, "segments")[0];
+    let mentions = u32_column(&documents, "mentions")[0];
+    let entities = u32_column(&documents, "entities")[0];
+    assert!(segments > 50, "{segments} segments");
+    // About one mention every eight words, as in the documents one by one.
+    assert!(mentions as usize > words / 12, "{mentions} mentions");
+    assert!(entities > 0 && entities < mentions);
+    assert_eq!(read(&out, schema::MENTIONS).num_rows(), mentions as usize);
+}
+
+/// The job file's `[long_documents]` and the flags replace the model's limits for the run (and
+/// so for the job's fingerprint); impossible limits are configuration errors naming the field.
+#[test]
+fn job_limits_replace_the_models_and_are_checked() {
+    use jerex::engine::{prepare_job, Job, JobOverrides, Shard};
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::parse(
+        "[input]\npaths = [\"x.parquet\"]\n[output]\ndir = \"out\"\n\
+         [long_documents]\nwhole_pieces = 2000\nsegment_pieces = 700\n",
+    )
+    .unwrap();
+    let limits = job.long_documents.apply(LongDocuments::default());
+    assert_eq!(
+        limits,
+        LongDocuments {
+            whole_pieces: 2000,
+            segment_pieces: 700,
+            overlap_pieces: 128
+        }
+    );
+    assert!(Job::parse(
+        "[input]\npaths = []\n[output]\ndir = \"o\"\n[long_documents]\nsegments = 3\n"
+    )
+    .unwrap_err()
+    .contains("segments"));
+
+    let demo = paths::repo_root().join("jobs/demo.toml");
+    if !paths::default_model_dir().is_ok_and(|m| m.join(folder::CONFIG_FILE).is_file()) {
+        eprintln!("skipping the rest: no default model");
+        return;
+    }
+    let flags = |overlap| JobOverrides {
+        output: Some(dir.path().join("out")),
+        segment_pieces: Some(400),
+        overlap_pieces: Some(overlap),
+        ..Default::default()
+    };
+    let p = prepare_job(&demo, &flags(100), Shard::ALL, false, false).unwrap();
+    let l = p.model.config.heads.long_documents;
+    assert_eq!(
+        (l.whole_pieces, l.segment_pieces, l.overlap_pieces),
+        (1024, 400, 100)
+    );
+    let err = prepare_job(&demo, &flags(200), Shard::ALL, false, false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("long_documents.overlap_pieces"), "{err}");
+}
+
+/// Every document of the DocRED files here (Re-DocRED dev, DocRED test and train) is within
+/// `whole_pieces` with the default model's tokenizer, so it takes the unchanged whole-document
+/// path: DocRED-sized outputs cannot change. The longest has under 600 pieces.
+#[test]
+fn every_docred_document_is_predicted_whole() {
+    let model = paths::default_model_dir().and_then(|dir| ModelInfo::load(&dir));
+    let Ok(model) = model else {
+        eprintln!("skipping: no default model");
+        return;
+    };
+    let limits = model.config.heads.long_documents;
+    assert_eq!(limits, LongDocuments::default());
+    let mut longest = 0;
+    for file in [
+        "redocred/dev_revised.json",
+        "docred/test.json",
+        "docred/train_annotated_first200.json",
+    ] {
+        let Some(path) = paths::require_shared(file) else {
+            return;
+        };
+        for doc in jerex::corpus::docred::read_docred(&path).unwrap() {
+            let id = doc.id.clone();
+            let prepared = model.prepare(doc);
+            assert!(
+                plan(&prepared, &limits).is_none(),
+                "{file}: {id} would be segmented"
+            );
+            longest = longest.max(prepared.piece_count());
+        }
+    }
+    assert!(longest > 500 && longest < 600, "longest: {longest} pieces");
+}
