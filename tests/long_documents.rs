@@ -552,8 +552,11 @@ fn job_limits_replace_the_models_and_are_checked() {
     }
     let flags = |overlap| JobOverrides {
         output: Some(dir.path().join("out")),
-        segment_pieces: Some(400),
-        overlap_pieces: Some(overlap),
+        long_documents: jerex::model::segment::LongDocumentOverrides {
+            segment_pieces: Some(400),
+            overlap_pieces: Some(overlap),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let p = prepare_job(&demo, &flags(100), Shard::ALL, false, false).unwrap();

@@ -294,15 +294,9 @@ pub struct JobOverrides {
     /// `writer.compression`.
     #[arg(long, value_enum)]
     pub compression: Option<Compression>,
-    /// `long_documents.whole_pieces`.
-    #[arg(long)]
-    pub whole_pieces: Option<usize>,
-    /// `long_documents.segment_pieces`.
-    #[arg(long)]
-    pub segment_pieces: Option<usize>,
-    /// `long_documents.overlap_pieces`.
-    #[arg(long)]
-    pub overlap_pieces: Option<usize>,
+    /// `long_documents.*`.
+    #[command(flatten)]
+    pub long_documents: LongDocumentOverrides,
 }
 
 impl Job {
@@ -621,9 +615,9 @@ impl JobOverrides {
         }
         let long = &mut job.long_documents;
         for (target, value) in [
-            (&mut long.whole_pieces, self.whole_pieces),
-            (&mut long.segment_pieces, self.segment_pieces),
-            (&mut long.overlap_pieces, self.overlap_pieces),
+            (&mut long.whole_pieces, self.long_documents.whole_pieces),
+            (&mut long.segment_pieces, self.long_documents.segment_pieces),
+            (&mut long.overlap_pieces, self.long_documents.overlap_pieces),
         ] {
             if value.is_some() {
                 *target = value;

@@ -62,15 +62,9 @@ pub struct EvalArgs {
     /// whole, in time quadratic in its length).
     #[arg(long)]
     pub end_to_end: bool,
-    /// The model's `heads.long_documents.whole_pieces` instead.
-    #[arg(long)]
-    pub whole_pieces: Option<usize>,
-    /// The model's `heads.long_documents.segment_pieces` instead.
-    #[arg(long)]
-    pub segment_pieces: Option<usize>,
-    /// The model's `heads.long_documents.overlap_pieces` instead.
-    #[arg(long)]
-    pub overlap_pieces: Option<usize>,
+    /// The model's `heads.long_documents` limits instead.
+    #[command(flatten)]
+    pub long_documents: LongDocumentOverrides,
 }
 
 /// What an evaluation predicts besides the model folder's defaults.
@@ -118,11 +112,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         } else {
             Scope::Full
         },
-        long_documents: LongDocumentOverrides {
-            whole_pieces: args.whole_pieces,
-            segment_pieces: args.segment_pieces,
-            overlap_pieces: args.overlap_pieces,
-        },
+        long_documents: args.long_documents,
         cutoffs: args.cutoffs.clone(),
     };
     let start = Instant::now();

@@ -107,15 +107,21 @@ impl LongDocuments {
 
 /// Replacements for a model's limits (job file `[long_documents]`, command-line flags); unset
 /// fields keep the model's values (by default 1,024, 510 and 128).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct LongDocumentOverrides {
-    /// Documents of at most this many word pieces are predicted whole.
+    /// Documents of at most this many word pieces are predicted whole
+    /// (`long_documents.whole_pieces`).
+    #[arg(long)]
     pub whole_pieces: Option<usize>,
     /// Word pieces per segment of a longer document. Entities and relations reach at most about
-    /// this far; longer segments reach farther, at a cost quadratic in their length.
+    /// this far; longer segments reach farther, at a cost quadratic in their length
+    /// (`long_documents.segment_pieces`).
+    #[arg(long)]
     pub segment_pieces: Option<usize>,
-    /// Word pieces consecutive segments share (less than half a segment).
+    /// Word pieces consecutive segments share, less than half a segment
+    /// (`long_documents.overlap_pieces`).
+    #[arg(long)]
     pub overlap_pieces: Option<usize>,
 }
 
