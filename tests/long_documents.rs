@@ -440,10 +440,6 @@ fn a_50000_word_document_runs_within_a_memory_cap() {
     let Some(data) = paths::require_shared("redocred/dev_revised.json") else {
         return;
     };
-    if !paths::default_model_dir().is_ok_and(|m| m.join(folder::WEIGHTS_FILE).is_file()) {
-        eprintln!("skipping: no default model weights");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let mut docs = jerex::corpus::docred::read_docred(&data).unwrap();
     for d in &mut docs {
@@ -460,8 +456,11 @@ fn a_50000_word_document_runs_within_a_memory_cap() {
     std::fs::write(
         &job,
         format!(
-            "devices = \"cpu\"\nthreads = 2\n[input]\npaths = [{:?}]\n[output]\ndir = {:?}\n",
-            input, out
+            "devices = \"cpu\"\nthreads = 2\n[input]\npaths = [{:?}]\n[model]\ndir = {:?}\n\
+             [output]\ndir = {:?}\n",
+            input,
+            shipped_model(),
+            out
         ),
     )
     .unwrap();
@@ -546,11 +545,8 @@ fn job_limits_replace_the_models_and_are_checked() {
     .contains("segments"));
 
     let demo = paths::repo_root().join("jobs/demo.toml");
-    if !paths::default_model_dir().is_ok_and(|m| m.join(folder::CONFIG_FILE).is_file()) {
-        eprintln!("skipping the rest: no default model");
-        return;
-    }
     let flags = |overlap| JobOverrides {
+        model: Some(shipped_model()),
         output: Some(dir.path().join("out")),
         long_documents: jerex::model::segment::LongDocumentOverrides {
             segment_pieces: Some(400),
@@ -565,6 +561,8 @@ fn job_limits_replace_the_models_and_are_checked() {
         (l.whole_pieces, l.segment_pieces, l.overlap_pieces),
         (1024, 400, 100)
     );
+    // The prepared run holds the output's lease until it is dropped.
+    drop(p);
     let err = prepare_job(&demo, &flags(200), Shard::ALL, false, false)
         .err()
         .unwrap()
@@ -577,11 +575,7 @@ fn job_limits_replace_the_models_and_are_checked() {
 /// path: DocRED-sized outputs cannot change. The longest has under 600 pieces.
 #[test]
 fn every_docred_document_is_predicted_whole() {
-    let model = paths::default_model_dir().and_then(|dir| ModelInfo::load(&dir));
-    let Ok(model) = model else {
-        eprintln!("skipping: no default model");
-        return;
-    };
+    let model = ModelInfo::load(&shipped_model()).unwrap();
     let limits = model.config.heads.long_documents;
     assert_eq!(limits, LongDocuments::default());
     let mut longest = 0;
@@ -604,4 +598,9 @@ fn every_docred_document_is_predicted_whole() {
         }
     }
     assert!(longest > 500 && longest < 600, "longest: {longest} pieces");
+}
+
+/// The shipped default model of this checkout (committed, so always there).
+fn shipped_model() -> PathBuf {
+    paths::repo_root().join("models/default")
 }
