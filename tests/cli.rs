@@ -11,6 +11,18 @@ fn jerex() -> Command {
     cmd
 }
 
+/// Every subcommand of the binary.
+const SUBCOMMANDS: [&str; 8] = [
+    "doctor",
+    "run",
+    "plan",
+    "bench",
+    "train",
+    "eval",
+    "tune",
+    "import-reference",
+];
+
 #[test]
 fn help_lists_subcommands() {
     let out = jerex().arg("--help").output().unwrap();
@@ -22,16 +34,7 @@ fn help_lists_subcommands() {
         .lines()
         .filter_map(|l| l.strip_prefix("  ")?.split_whitespace().next())
         .collect();
-    for sub in [
-        "doctor",
-        "run",
-        "plan",
-        "bench",
-        "train",
-        "eval",
-        "tune",
-        "import-reference",
-    ] {
+    for sub in SUBCOMMANDS {
         assert!(listed.contains(&sub), "--help does not list {sub}:\n{text}");
     }
 }
@@ -39,16 +42,7 @@ fn help_lists_subcommands() {
 #[test]
 fn no_help_names_the_build_tree() {
     let root = jerex::paths::repo_root().display().to_string();
-    for sub in [
-        "doctor",
-        "run",
-        "plan",
-        "bench",
-        "train",
-        "eval",
-        "tune",
-        "import-reference",
-    ] {
+    for sub in SUBCOMMANDS {
         let out = jerex().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{out:?}");
         let text = String::from_utf8_lossy(&out.stdout);

@@ -15,7 +15,7 @@ use jerex::corpus::docred::read_docred;
 use jerex::device::Precision;
 use jerex::encoder::{save_all, BertConfig, BertModel};
 use jerex::eval::tune::{grid, Target, TuneArgs};
-use jerex::eval::{evaluate_folder, Scope};
+use jerex::eval::{evaluate_folder, EvalOptions, Scope};
 use jerex::model::{JerexModel, ModelConfig, RelationHead};
 use jerex::train::data::SplitSpec;
 use jerex::train::TrainArgs;
@@ -235,7 +235,10 @@ fn train_resume_eval_and_tune() {
         &Default::default(),
         docs[6..].to_vec(),
         4,
-        &[0.5, 0.1],
+        &EvalOptions {
+            cutoffs: vec![0.5, 0.1],
+            ..EvalOptions::default()
+        },
     )
     .unwrap();
     assert_eq!(scores.documents, 2);

@@ -116,7 +116,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         cutoffs: args.cutoffs.clone(),
     };
     let start = Instant::now();
-    let scores = evaluate_folder_with(
+    let scores = evaluate_folder(
         &dir,
         &devices,
         args.precision,
@@ -258,29 +258,10 @@ pub fn evaluate(
 type Share = Vec<(usize, Vec<DocPrediction>)>;
 
 /// Full evaluation of a model folder on `devices` with its thresholds, overridden by
-/// `thresholds`, and the relation scores at each of `cutoffs` too: each device loads the model
-/// and predicts every `devices.len()`-th batch;
-/// scores are accumulated in document order afterwards.
+/// `thresholds`, and `options` (scope, long-document limits, relation cut-offs): each device
+/// loads the model and predicts every `devices.len()`-th batch; scores are accumulated in
+/// document order afterwards.
 pub fn evaluate_folder(
-    dir: &std::path::Path,
-    devices: &[Device],
-    precision: Precision,
-    thresholds: &ThresholdFlags,
-    docs: Vec<Document>,
-    batch_size: usize,
-    cutoffs: &[f32],
-) -> Result<Scores> {
-    let options = EvalOptions {
-        cutoffs: cutoffs.to_vec(),
-        ..EvalOptions::default()
-    };
-    evaluate_folder_with(
-        dir, devices, precision, thresholds, docs, batch_size, &options,
-    )
-}
-
-/// [`evaluate_folder`] with `options`.
-pub fn evaluate_folder_with(
     dir: &std::path::Path,
     devices: &[Device],
     precision: Precision,
