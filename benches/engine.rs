@@ -7,23 +7,13 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use jerex::corpus::text;
 use jerex::engine::bucket::{pack, Cost};
-use jerex::engine::fake::{Failures, FakeFactory};
 use jerex::engine::job::{BatchConfig, Compression, OutputFormat};
-use jerex::engine::{sample, BackendFactory};
-use jerex::model::{ModelConfig, PreparedDoc, Thresholds, TypeInfo};
+use jerex::engine::BackendFactory;
+use jerex::model::{PreparedDoc, Thresholds};
 use jerex::output::{doc_rows, record_batch, MentionRow, PartWriter};
-use jerex::paths;
+use jerex::testing::{numbered_types, require_tokenizer, sample_corpus, FakeFactory, TinyModel};
 use jerex::tokenize::WordPieceTokenizer;
 use tch::Device;
-
-fn types(n: usize, prefix: &str) -> Vec<TypeInfo> {
-    (0..n)
-        .map(|i| TypeInfo {
-            key: format!("{prefix}{i}"),
-            name: format!("{prefix} {i}"),
-        })
-        .collect()
-}
 
 fn bench(c: &mut Criterion) {
     // Packing: 10,000 documents of DocRED-like lengths (pseudo-random, fixed).
@@ -53,11 +43,11 @@ fn bench(c: &mut Criterion) {
         )
     });
 
-    let Some(encoder) = paths::require_encoder() else {
+    let Some(tok) = require_tokenizer() else {
         return;
     };
-    let tokenizer = WordPieceTokenizer::from_file(&encoder.join("tokenizer.json")).unwrap();
-    let source = sample::read_jsonl(&paths::repo_root().join("data/sample/sample.jsonl")).unwrap();
+    let tokenizer = WordPieceTokenizer::from_file(&tok).unwrap();
+    let source = sample_corpus();
     let mut docs = Vec::new();
     for round in 0..25 {
         for d in &source {
@@ -65,25 +55,18 @@ fn bench(c: &mut Criterion) {
             docs.push(PreparedDoc::new(doc, &tokenizer, 10));
         }
     }
-    let config = ModelConfig {
-        entity_types: types(6, "E"),
-        relation_types: types(96, "P"),
-        thresholds: Thresholds::default(),
-        heads: Default::default(),
-        window: Default::default(),
-        encoder: jerex::encoder::BertConfig::tiny(tokenizer.vocab_size() as i64),
-        training: serde_json::Value::Null,
-    };
+    let config = TinyModel::with_tokenizer(&tok)
+        .entity_types(numbered_types("E", 6))
+        .relation_types(numbered_types("P", 96))
+        .window(Default::default())
+        .config();
     let factory = FakeFactory {
-        entity_types: 6,
-        relation_types: 96,
         thresholds: Thresholds {
             mention: 0.5,
             coref: 0.5,
             relation: 0.3,
         },
-        failures: Failures::default(),
-        delay: Duration::ZERO,
+        ..FakeFactory::new(&config)
     };
     let preds = factory.create(Device::Cpu).unwrap().predict(&docs).unwrap();
 

@@ -3,13 +3,13 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use jerex::corpus::{docred, text, Document};
-use jerex::paths;
+use jerex::testing;
 use jerex::tokenize::WordPieceTokenizer;
 
 fn bench(c: &mut Criterion) {
     let (Some(encoder), Some(dev)) = (
-        paths::require_encoder(),
-        paths::require_shared("redocred/dev_revised.json"),
+        testing::require_encoder(),
+        testing::require_shared("redocred/dev_revised.json"),
     ) else {
         return;
     };

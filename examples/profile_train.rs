@@ -12,8 +12,8 @@ use jerex::train::sample::{sample_document, SamplingConfig};
 use rand::SeedableRng;
 
 fn main() -> anyhow::Result<()> {
-    let enc = jerex::paths::require_encoder().ok_or_else(|| anyhow::anyhow!("no encoder"))?;
-    let docs = read_docred(&jerex::paths::shared_data_dir().join("redocred/dev_revised.json"))?;
+    let enc = jerex::testing::require_encoder().ok_or_else(|| anyhow::anyhow!("no encoder"))?;
+    let docs = read_docred(&jerex::testing::shared_data_dir().join("redocred/dev_revised.json"))?;
     let tok = WordPieceTokenizer::from_file(&enc.join("tokenizer.json"))?;
     let refs: Vec<&jerex::corpus::Document> = docs.iter().collect();
     let (et, rt) = jerex::train::data::collect_types(&refs, None);

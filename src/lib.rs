@@ -18,6 +18,8 @@ pub mod output;
 pub mod paths;
 pub mod reference;
 pub mod schema;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod tokenize;
 pub mod train;
 

@@ -4,8 +4,8 @@
 //! are known: the release archive (`bin/jerex` beside `lib/` and `share/jerex/`) and the
 //! repository's build tree (`target/<profile>/jerex`).
 //!
-//! The checkout helpers at the end ([`repo_root`], [`require_shared`], ...) are for tests,
-//! benchmarks and examples, which run from the repository; the binary's defaults never use them.
+//! Tests, benchmarks and examples find the checkout they were compiled from (and `../shared`)
+//! through the test kit's `testing::checkout` instead, which the library and binary do not contain.
 
 use std::path::{Path, PathBuf};
 
@@ -58,7 +58,7 @@ impl Install {
 }
 
 /// `$var` when set and not empty.
-fn env_path(var: &str) -> Option<PathBuf> {
+pub(crate) fn env_path(var: &str) -> Option<PathBuf> {
     std::env::var_os(var)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -150,67 +150,6 @@ pub fn default_bench_docred() -> Option<PathBuf> {
     Install::current()
         .and_then(|i| i.checkout)
         .map(|c| c.join("../shared/data/redocred/dev_revised.json"))
-}
-
-// Checkout helpers for tests, benchmarks and examples: fixed at compile time, never used by the
-// binary's defaults (the release test checks the binary names no build-tree path).
-
-/// The repository the crate was compiled from (holds `models/`, `.venv/`, `jobs/`).
-pub fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `../shared` next to the repository: the data sets and fixtures tests and training read.
-pub fn shared_dir() -> PathBuf {
-    repo_root().join("../shared")
-}
-
-/// `../shared/data`.
-pub fn shared_data_dir() -> PathBuf {
-    shared_dir().join("data")
-}
-
-/// True when running under CI (`CI=true`), where missing shared data must fail loudly.
-pub fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// For tests and benchmarks that read `../shared/data/REL`: the path when it exists. When it is
-/// missing this panics under CI (a silent skip there would hide a broken set-up) and otherwise
-/// prints why and returns `None` so the caller can skip.
-pub fn require_shared(rel: &str) -> Option<PathBuf> {
-    require(shared_data_dir().join(rel))
-}
-
-/// Like [`require_shared`] for `../shared/fixtures/REL`.
-pub fn require_fixture(rel: &str) -> Option<PathBuf> {
-    require(shared_dir().join("fixtures").join(rel))
-}
-
-fn require(path: PathBuf) -> Option<PathBuf> {
-    if path.exists() {
-        return Some(path);
-    }
-    if under_ci() {
-        panic!("{} is missing: CI must have ../shared", path.display());
-    }
-    eprintln!("skipping: {} not found", path.display());
-    None
-}
-
-/// Like [`require_shared`] for the pretrained encoder folder: `$JEREX_ENCODER`, else the
-/// package in the repository's `.venv`.
-pub fn require_encoder() -> Option<PathBuf> {
-    match env_path("JEREX_ENCODER").or_else(|| encoder_in_venv(&repo_root().join(".venv"))) {
-        Some(dir) => Some(dir),
-        None if under_ci() => {
-            panic!("the pretrained encoder is missing: run scripts/bootstrap.sh (CI must have it)")
-        }
-        None => {
-            eprintln!("skipping: pretrained encoder not found (run scripts/bootstrap.sh)");
-            None
-        }
-    }
 }
 
 #[cfg(test)]

@@ -265,10 +265,10 @@ impl WordPieceTokenizer {
 mod tests {
     use super::*;
     use crate::corpus::{text, Word};
-    use crate::paths;
+    use crate::testing;
 
     fn tokenizer() -> Option<WordPieceTokenizer> {
-        let dir = paths::require_encoder()?;
+        let dir = testing::require_encoder()?;
         Some(WordPieceTokenizer::from_file(&dir.join("tokenizer.json")).unwrap())
     }
 
@@ -355,7 +355,7 @@ mod tests {
     #[test]
     fn tokenizes_redocred_dev() {
         let Some(tok) = tokenizer() else { return };
-        let Some(path) = paths::require_shared("redocred/dev_revised.json") else {
+        let Some(path) = testing::require_shared("redocred/dev_revised.json") else {
             return;
         };
         let docs = crate::corpus::docred::read_docred(&path).unwrap();

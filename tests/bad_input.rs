@@ -3,27 +3,22 @@
 //! through the real `jerex run` binary (exit codes, messages, the `documents` table) with a tiny
 //! random model, and through the library with the fake backend (typed errors).
 
-mod common;
-use common::{save_tiny_model, tiny_config_for, types};
-
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::array::{Array, ArrayRef, BinaryArray, Int64Array, StringArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
 use jerex::engine::checks::InputChecks;
-use jerex::engine::fake::{Failures, FakeFactory};
-use jerex::engine::pipeline::OutputSettings;
-use jerex::engine::worker::Mode;
-use jerex::engine::{execute, ModelInfo, PipelineConfig, Unit};
+use jerex::engine::{execute, PipelineConfig, Unit};
 use jerex::error::ErrorClass;
-use jerex::model::{folder, ModelConfig, Thresholds};
-use jerex::tokenize::WordPieceTokenizer;
-use jerex::{paths, Error};
+use jerex::testing::{
+    exit_code, part_files, pipeline_config, read_batches, require_tokenizer, stderr, types,
+    FakeFactory, JobFile, TinyModel,
+};
+use jerex::Error;
 use parquet::arrow::ArrowWriter;
 
 /// `input.max_words` of the test jobs: the long document below has 80.
@@ -134,25 +129,14 @@ impl Corpus {
     }
 }
 
-/// A tiny randomly initialised model folder.
-fn tiny_model(dir: &Path, tok: &Path) -> PathBuf {
-    save_tiny_model(dir, "tiny-model", &config(tok), tok, 3, 1.0)
-}
-
-/// Three entity and two relation types; untrained scores sit near 0.5, so high thresholds keep
-/// few predictions and the runs short.
-fn config(tok: &Path) -> ModelConfig {
-    let thresholds = Thresholds {
-        mention: 0.9,
-        coref: 0.9,
-        relation: 0.9,
-    };
-    tiny_config_for(
-        tok,
-        types(&["PER", "ORG", "LOC"]),
-        types(&["R1", "R2"]),
-        thresholds,
-    )
+/// A tiny randomly initialised model with three entity and two relation types; untrained
+/// scores sit near 0.5, so high thresholds keep few predictions and the runs short.
+fn tiny(tok: &Path) -> TinyModel {
+    TinyModel::with_tokenizer(tok)
+        .entity_types(types(&["PER", "ORG", "LOC"]))
+        .relation_types(types(&["R1", "R2"]))
+        .thresholds(0.9, 0.9, 0.9)
+        .seed(3)
 }
 
 /// Writes a job over `inputs` and runs `jerex run` on it with `flags`.
@@ -174,13 +158,10 @@ fn job_command(
         "job-{}.toml",
         out.file_name().unwrap().to_string_lossy()
     ));
-    let paths: Vec<String> = inputs.iter().map(|p| format!("{p:?}")).collect();
-    let text = format!(
-        "threads = 1\n[input]\npaths = [{}]\nmax_words = {MAX_WORDS}\n[model]\ndir = {model:?}\n\
-         [output]\ndir = {out:?}\n",
-        paths.join(", ")
-    );
-    std::fs::write(&job, text).unwrap();
+    JobFile::new(inputs, out, model)
+        .set("threads", 1)
+        .set("input.max_words", MAX_WORDS as i64)
+        .write(&job);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_jerex"));
     cmd.arg("run").arg(&job).args(["--no-progress"]).args(flags);
     cmd
@@ -206,34 +187,14 @@ fn with_read_only(dir: &Path, cmd: &Command) -> Output {
     }
 }
 
-fn code(out: &Output) -> i32 {
-    out.status.code().expect("exited normally")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// One `documents` row: id, status, reason.
 type DocRow = (Option<String>, String, Option<String>);
 
 /// The `documents` table keyed by (input file name, row).
 fn documents(out: &Path) -> BTreeMap<(String, u64), DocRow> {
     let mut rows = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(out.join("documents")) else {
-        return rows;
-    };
-    for entry in entries {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if name.starts_with('.') || !name.ends_with(".parquet") {
-            continue;
-        }
-        let f = File::open(&path).unwrap();
-        let reader =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 1024).unwrap();
-        for batch in reader {
-            let b = batch.unwrap();
+    for path in part_files(&out.join("documents")) {
+        for b in read_batches(&path) {
             let col = |n: &str| b.column_by_name(n).unwrap().clone();
             let (ids, status, reason, file) = (
                 col("doc_id"),
@@ -274,12 +235,12 @@ fn ok(id: &str) -> DocRow {
 
 #[test]
 fn the_real_binary_reports_each_bad_input_case() {
-    let Some(encoder) = paths::require_encoder() else {
+    let Some(tok) = require_tokenizer() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let corpus = Corpus::new(dir.path());
-    let model = tiny_model(dir.path(), &encoder.join(folder::TOKENIZER_FILE));
+    let model = tiny(&tok).save(dir.path(), "tiny-model");
     let job = |inputs: &[&str], out: &str, flags: &[&str]| {
         let inputs: Vec<PathBuf> = inputs.iter().map(|n| corpus.path(n)).collect();
         let out = dir.path().join(out);
@@ -288,7 +249,7 @@ fn the_real_binary_reports_each_bad_input_case() {
 
     // Every good row processed, every bad row in the documents table with its reason: exit 3.
     let (run, out) = job(&["mixed", "second"], "out-mixed", &[]);
-    assert_eq!(code(&run), 3, "{}", stderr(&run));
+    assert_eq!(exit_code(&run), 3, "{}", stderr(&run));
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         stdout.contains("12 documents (4 ok, 8 rejected, 0 failed)"),
@@ -343,12 +304,12 @@ fn the_real_binary_reports_each_bad_input_case() {
 
     // Only good rows: plain success.
     let (run, out) = job(&["good"], "out-good", &[]);
-    assert_eq!(code(&run), 0, "{}", stderr(&run));
+    assert_eq!(exit_code(&run), 0, "{}", stderr(&run));
     assert_eq!(documents(&out).len(), 2);
 
     // Strict mode stops at the first rejected row, names it, and commits nothing after it.
     let (run, out) = job(&["mixed", "second"], "out-strict", &["--strict"]);
-    assert_eq!(code(&run), 65, "{}", stderr(&run));
+    assert_eq!(exit_code(&run), 65, "{}", stderr(&run));
     let err = stderr(&run);
     let want = format!(
         "{}: row 1: document rejected in strict mode: null id",
@@ -360,7 +321,7 @@ fn the_real_binary_reports_each_bad_input_case() {
 
     // A truncated file fails the run (bad data) but the other file is still processed.
     let (run, out) = job(&["truncated", "good"], "out-truncated", &[]);
-    assert_eq!(code(&run), 65, "{}", stderr(&run));
+    assert_eq!(exit_code(&run), 65, "{}", stderr(&run));
     assert!(stderr(&run).contains(&corpus.path("truncated").display().to_string()));
     let docs = documents(&out);
     assert_eq!(docs.len(), 2, "{docs:?}");
@@ -369,7 +330,7 @@ fn the_real_binary_reports_each_bad_input_case() {
     // A file whose text column has an unusable type is that file's bad data, named with its
     // column and the expected type; the other file is still processed.
     let (run, out) = job(&["wrong-type", "good"], "out-type", &[]);
-    assert_eq!(code(&run), 65, "{}", stderr(&run));
+    assert_eq!(exit_code(&run), 65, "{}", stderr(&run));
     let err = stderr(&run);
     let want = format!(
         "{}: column \"text\" has type Int64, expected a string or binary (UTF-8)",
@@ -379,7 +340,7 @@ fn the_real_binary_reports_each_bad_input_case() {
     assert_eq!(documents(&out).len(), 2);
     // Columns that fit no input file are the job's mistake, found before any work.
     let (run, out) = job(&["wrong-type"], "out-type-only", &[]);
-    assert_eq!(code(&run), 78, "{}", stderr(&run));
+    assert_eq!(exit_code(&run), 78, "{}", stderr(&run));
     let err = stderr(&run);
     assert!(
         err.contains("fit none of the 1 readable input files"),
@@ -401,7 +362,7 @@ fn configuration_problems_exit_78_before_any_work() {
     let inputs = [corpus.path("good")];
     for out in [file.clone(), file.join("out")] {
         let run = run_job(dir.path(), &model, &inputs, &out, &[]);
-        assert_eq!(code(&run), 78, "{}", stderr(&run));
+        assert_eq!(exit_code(&run), 78, "{}", stderr(&run));
         let err = stderr(&run);
         assert!(err.contains("output directory is not usable"), "{err}");
         assert!(err.contains(&out.display().to_string()), "{err}");
@@ -420,7 +381,7 @@ fn configuration_problems_exit_78_before_any_work() {
         let mut cmd = locked_job;
         cmd.output().unwrap()
     };
-    assert_eq!(code(&run), 78, "{}", stderr(&run));
+    assert_eq!(exit_code(&run), 78, "{}", stderr(&run));
     assert!(
         stderr(&run).contains("output directory is not usable"),
         "{}",
@@ -431,20 +392,20 @@ fn configuration_problems_exit_78_before_any_work() {
     // Bad flags and bad values.
     let out = dir.path().join("out");
     let run = run_job(dir.path(), &model, &inputs, &out, &["--max-words", "0"]);
-    assert_eq!(code(&run), 78, "{}", stderr(&run));
+    assert_eq!(exit_code(&run), 78, "{}", stderr(&run));
     assert!(stderr(&run).contains("input.max_words"), "{}", stderr(&run));
     let run = run_job(dir.path(), &model, &inputs, &out, &["--no-such-flag"]);
-    assert_eq!(code(&run), 78, "{}", stderr(&run));
+    assert_eq!(exit_code(&run), 78, "{}", stderr(&run));
     // The model folder is missing: also configuration.
     let run = run_job(dir.path(), &model, &inputs, &out, &[]);
-    assert_eq!(code(&run), 78, "{}", stderr(&run));
+    assert_eq!(exit_code(&run), 78, "{}", stderr(&run));
     assert!(stderr(&run).contains("model.dir"), "{}", stderr(&run));
 
     let help = Command::new(env!("CARGO_BIN_EXE_jerex"))
         .args(["run", "--help"])
         .output()
         .unwrap();
-    assert_eq!(code(&help), 0);
+    assert_eq!(exit_code(&help), 0);
     let text = String::from_utf8_lossy(&help.stdout);
     for line in [
         "Exit codes:",
@@ -458,56 +419,30 @@ fn configuration_problems_exit_78_before_any_work() {
     }
 }
 
-/// The fake backend's CPU side: the pretrained encoder's tokenizer.
-fn fake_model(tok: &Path) -> ModelInfo {
-    let tokenizer = WordPieceTokenizer::from_file(tok).unwrap();
-    ModelInfo {
-        config: config(tok),
-        tokenizer,
-        model_id: "fake@test".into(),
-    }
-}
-
 fn pipeline(units: &[PathBuf], out: &Path, strict: bool) -> PipelineConfig {
-    PipelineConfig {
-        units: units.iter().map(|p| Unit::file(p)).collect(),
-        columns: Default::default(),
-        devices: vec![tch::Device::Cpu],
-        batch: Default::default(),
-        threads: 1,
-        output: Some(OutputSettings {
-            dir: out.to_path_buf(),
-            format: Default::default(),
-            compression: Default::default(),
-            rows_per_part: 1000,
-        }),
-        mode: Mode::Predict,
-        keep_batches: false,
-        progress: false,
+    let units: Vec<Unit> = units.iter().map(|p| Unit::file(p)).collect();
+    let mut cfg = PipelineConfig {
         checks: InputChecks {
             max_words: MAX_WORDS,
             strict,
             ..Default::default()
         },
-        first_seen: None,
-    }
+        ..pipeline_config(&units, out)
+    };
+    cfg.output.as_mut().unwrap().rows_per_part = 1000;
+    cfg
 }
 
 #[test]
 fn the_library_returns_typed_errors() {
-    let Some(encoder) = paths::require_encoder() else {
+    let Some(tok) = require_tokenizer() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let corpus = Corpus::new(dir.path());
-    let model = fake_model(&encoder.join(folder::TOKENIZER_FILE));
-    let factory = FakeFactory {
-        entity_types: 3,
-        relation_types: 2,
-        thresholds: model.config.thresholds,
-        failures: Failures::default(),
-        delay: Duration::ZERO,
-    };
+    // The fake backend's CPU side: the pretrained encoder's tokenizer.
+    let model = tiny(&tok).fake_info();
+    let factory = FakeFactory::new(&model.config);
     let units = [
         corpus.path("mixed"),
         corpus.path("truncated"),

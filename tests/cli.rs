@@ -41,7 +41,7 @@ fn help_lists_subcommands() {
 
 #[test]
 fn no_help_names_the_build_tree() {
-    let root = jerex::paths::repo_root().display().to_string();
+    let root = jerex::testing::repo_root().display().to_string();
     for sub in SUBCOMMANDS {
         let out = jerex().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{out:?}");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use jerex::corpus::{parquet as input, text, Document, Word};
-use jerex::paths;
+use jerex::testing::require_encoder;
 use jerex::tokenize::WordPieceTokenizer;
 use parquet::arrow::ArrowWriter;
 
@@ -54,7 +54,7 @@ fn content_hash_tracks_content_only() {
 
 #[test]
 fn parquet_text_to_word_pieces() {
-    let Some(encoder) = paths::require_encoder() else {
+    let Some(encoder) = require_encoder() else {
         return;
     };
     let tokenizer = WordPieceTokenizer::from_file(&encoder.join("tokenizer.json")).unwrap();

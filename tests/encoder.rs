@@ -9,7 +9,8 @@ use jerex::encoder::{
     load_all, load_pretrained, plan_windows, save_all, BertConfig, BertModel, Encoder, SpecialIds,
 };
 use jerex::model::WindowConfig;
-use jerex::{paths, Error};
+use jerex::testing::require_encoder;
+use jerex::Error;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{nn, Device, Kind, Tensor};
@@ -92,7 +93,7 @@ fn read_fixture() -> Fixture {
 
 /// The pretrained encoder with its weights, or None (skip) when it is not installed.
 fn pretrained(window: WindowConfig) -> Option<(nn::VarStore, Encoder, SpecialIds)> {
-    let dir = paths::require_encoder()?;
+    let dir = require_encoder()?;
     let cfg = BertConfig::load(&dir.join("config.json")).unwrap();
     let fx = read_fixture();
     let n0 = fx.mask.get(0).sum(Kind::Int64).int64_value(&[]);

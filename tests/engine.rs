@@ -1,9 +1,6 @@
 //! The corpus engine end to end: Parquet in, part files out, with the deterministic fake backend
 //! (batching, devices, threads, failures, formats, reruns) and with a tiny random real model.
 
-mod common;
-use common::{save_tiny_model, tiny_config, types, TINY_WINDOW};
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,62 +8,45 @@ use arrow::array::{Array, ArrayRef, Float32Array, RecordBatch};
 use arrow::compute::{concat_batches, lexsort_to_indices, take, SortColumn};
 use jerex::corpus::{text, Document};
 use jerex::device::Precision;
-use jerex::engine::fake::{Failures, FakeFactory};
-use jerex::engine::job::{BatchConfig, Compression, OutputFormat};
-use jerex::engine::pipeline::{OutputSettings, TABLES};
-use jerex::engine::worker::Mode;
+use jerex::engine::job::{BatchConfig, OutputFormat};
+use jerex::engine::pipeline::TABLES;
 use jerex::engine::{
     execute, sample, BackendFactory, ModelFactory, ModelInfo, PipelineConfig, Report, Unit,
 };
-use jerex::model::{folder, ModelConfig, Thresholds, WindowConfig};
-use jerex::tokenize::WordPieceTokenizer;
-use jerex::{paths, schema};
+use jerex::model::WindowConfig;
+use jerex::schema;
+use jerex::testing::{
+    files, read_batches, require_tokenizer, sample_corpus, types, Failures, FakeFactory, TinyModel,
+};
 use tch::Device;
 
-fn test_config(vocab: i64, window: WindowConfig) -> ModelConfig {
-    let thresholds = Thresholds {
-        mention: 0.6,
-        coref: 0.5,
-        relation: 0.5,
-    };
-    tiny_config(
-        vocab,
-        types(&["PER", "ORG", "LOC", "TIME", "NUM", "MISC"]),
-        types(&["R1", "R2", "R3", "R4"]),
-        thresholds,
-        window,
-    )
-}
-
-fn tokenizer_json() -> Option<PathBuf> {
-    paths::require_encoder().map(|d| d.join(folder::TOKENIZER_FILE))
+/// Six entity and four relation types.
+fn typed(model: TinyModel) -> TinyModel {
+    model
+        .entity_types(types(&["PER", "ORG", "LOC", "TIME", "NUM", "MISC"]))
+        .relation_types(types(&["R1", "R2", "R3", "R4"]))
+        .thresholds(0.6, 0.5, 0.5)
 }
 
 /// The fake's CPU side: the pretrained encoder's tokenizer and a made-up type inventory.
 fn fake_model(tok: &Path) -> ModelInfo {
-    let tokenizer = WordPieceTokenizer::from_file(tok).unwrap();
-    ModelInfo {
-        config: test_config(tokenizer.vocab_size() as i64, WindowConfig::default()),
-        tokenizer,
-        model_id: "fake@test".into(),
-    }
+    typed(TinyModel::with_tokenizer(tok))
+        .window(WindowConfig::default())
+        .fake_info()
 }
 
 fn fake(failures: Failures) -> FakeFactory {
     FakeFactory {
-        entity_types: 6,
-        relation_types: 4,
-        thresholds: test_config(10, WindowConfig::default()).thresholds,
         failures,
         delay: Duration::from_millis(3),
+        ..FakeFactory::new(&typed(TinyModel::new(10)).config())
     }
 }
 
 /// Two input files: the sample corpus as text (plus a blank row the reader rejects), and the
 /// same documents pre-tokenized under other ids.
 fn corpus(dir: &Path) -> Vec<Unit> {
-    let source = paths::repo_root().join("data/sample/sample.jsonl");
-    let mut docs = sample::read_jsonl(&source).unwrap();
+    let mut docs = sample_corpus();
     let pretokenized: Vec<Document> = docs
         .iter()
         .map(|d| {
@@ -134,34 +114,22 @@ fn run(
     model: &ModelInfo,
     factory: &dyn BackendFactory,
 ) -> jerex::Result<Report> {
-    let cfg = PipelineConfig {
-        units: units.to_vec(),
-        columns: Default::default(),
+    let mut cfg = PipelineConfig {
         devices: setup.devices.clone(),
         batch: setup.batch,
         threads: setup.threads,
-        output: Some(OutputSettings {
-            dir: out.to_path_buf(),
-            format: setup.format,
-            compression: Compression::Zstd,
-            rows_per_part: setup.rows_per_part,
-        }),
-        mode: Mode::Predict,
-        keep_batches: false,
-        progress: false,
-        checks: Default::default(),
-        first_seen: None,
+        ..jerex::testing::pipeline_config(units, out)
     };
+    let output = cfg.output.as_mut().unwrap();
+    output.format = setup.format;
+    output.rows_per_part = setup.rows_per_part;
     execute(&cfg, model, factory)
 }
 
+/// Every file of a table folder: temporary files left behind are parts too, so they show.
 fn part_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
+    assert!(dir.is_dir(), "{}", dir.display());
+    files(dir)
 }
 
 /// A whole table read back from its part files, sorted by the schema's sort key (documents also
@@ -172,15 +140,7 @@ fn read_table(out: &Path, table: &str) -> RecordBatch {
     for path in part_files(&out.join(table)) {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         assert!(!name.starts_with('.'), "temporary file left behind: {name}");
-        let f = std::fs::File::open(&path).unwrap();
-        if name.ends_with(".parquet") {
-            let r =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 4096).unwrap();
-            batches.extend(r.map(|b| b.unwrap()));
-        } else {
-            let r = arrow::ipc::reader::FileReader::try_new(f, None).unwrap();
-            batches.extend(r.map(|b| b.unwrap()));
-        }
+        batches.extend(read_batches(&path));
     }
     let all = concat_batches(&schema, &batches).unwrap();
     let mut key: Vec<String> = schema::table(table).sort_key.clone();
@@ -231,7 +191,9 @@ fn statuses(docs: &RecordBatch) -> Vec<(Option<String>, String)> {
 
 #[test]
 fn fake_tables_do_not_depend_on_devices_batching_or_threads() {
-    let Some(tok) = tokenizer_json() else { return };
+    let Some(tok) = require_tokenizer() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let units = corpus(dir.path());
     let model = fake_model(&tok);
@@ -304,7 +266,9 @@ fn fake_tables_do_not_depend_on_devices_batching_or_threads() {
 
 #[test]
 fn failing_batches_are_split_and_only_bad_documents_fail() {
-    let Some(tok) = tokenizer_json() else { return };
+    let Some(tok) = require_tokenizer() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let units = corpus(dir.path());
     let model = fake_model(&tok);
@@ -376,7 +340,9 @@ fn failing_batches_are_split_and_only_bad_documents_fail() {
 
 #[test]
 fn a_dead_device_leaves_its_share_to_the_others() {
-    let Some(tok) = tokenizer_json() else { return };
+    let Some(tok) = require_tokenizer() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let units = corpus(dir.path());
     let model = fake_model(&tok);
@@ -416,7 +382,9 @@ fn a_dead_device_leaves_its_share_to_the_others() {
 
 #[test]
 fn reruns_replace_a_units_parts_and_arrow_ipc_works() {
-    let Some(tok) = tokenizer_json() else { return };
+    let Some(tok) = require_tokenizer() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let units = corpus(dir.path());
     let model = fake_model(&tok);
@@ -439,8 +407,10 @@ fn reruns_replace_a_units_parts_and_arrow_ipc_works() {
 
 #[test]
 fn output_directories_are_pyarrow_datasets() {
-    let Some(tok) = tokenizer_json() else { return };
-    let Some(python) = common::python_with("pyarrow.dataset") else {
+    let Some(tok) = require_tokenizer() else {
+        return;
+    };
+    let Some(python) = jerex::testing::python_with("pyarrow.dataset") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -494,15 +464,12 @@ const RELATION_THRESHOLD: f32 = 0.5013;
 /// A tiny randomly initialised real model saved as a model folder; its mention classifier is
 /// widened so that `MENTION_THRESHOLD` keeps a few percent of the candidates.
 fn tiny_model_folder(dir: &Path, tok: &Path) -> PathBuf {
-    let tokenizer = WordPieceTokenizer::from_file(tok).unwrap();
-    let mut config = test_config(tokenizer.vocab_size() as i64, TINY_WINDOW);
-    config.thresholds = Thresholds {
-        mention: MENTION_THRESHOLD,
-        // Untrained coreference scores sit at 0.5: no merging keeps the test clear of ties.
-        coref: 0.9,
-        relation: RELATION_THRESHOLD,
-    };
-    save_tiny_model(dir, "tiny-model", &config, tok, 11, MENTION_SPREAD)
+    typed(TinyModel::with_tokenizer(tok))
+        // Untrained coreference scores sit at 0.5: no merging (0.9) keeps the test clear of ties.
+        .thresholds(MENTION_THRESHOLD, 0.9, RELATION_THRESHOLD)
+        .seed(11)
+        .mention_spread(MENTION_SPREAD)
+        .save(dir, "tiny-model")
 }
 
 /// Float columns within `tol`, every other column exactly.
@@ -531,14 +498,11 @@ fn assert_close(t: &str, a: &RecordBatch, b: &RecordBatch, tol: f32) {
 
 #[test]
 fn tiny_real_model_tables_do_not_depend_on_batching_devices_or_threads() {
-    let Some(tok) = tokenizer_json() else { return };
+    let Some(tok) = require_tokenizer() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let source = paths::repo_root().join("data/sample/sample.jsonl");
-    let docs: Vec<Document> = sample::read_jsonl(&source)
-        .unwrap()
-        .into_iter()
-        .take(8)
-        .collect();
+    let docs: Vec<Document> = sample_corpus().into_iter().take(8).collect();
     let input = dir.path().join("in.parquet");
     sample::write_input_parquet(&input, &docs).unwrap();
     let units = vec![Unit::file(&input)];
@@ -585,7 +549,9 @@ fn tiny_real_model_tables_do_not_depend_on_batching_devices_or_threads() {
 
 #[test]
 fn progress_free_runs_report_stage_times() {
-    let Some(tok) = tokenizer_json() else { return };
+    let Some(tok) = require_tokenizer() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let units = corpus(dir.path());
     let model = fake_model(&tok);
@@ -616,9 +582,11 @@ fn progress_free_runs_report_stage_times() {
 #[test]
 fn shards_together_write_exactly_the_single_run_tables() {
     use jerex::engine::plan::{Plan, Shard};
-    let Some(tok) = tokenizer_json() else { return };
+    let Some(tok) = require_tokenizer() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let docs = sample::read_jsonl(&paths::repo_root().join("data/sample/sample.jsonl")).unwrap();
+    let docs = sample_corpus();
     // 300 rows in row groups of 128 make three units of the big file; the small one is a fourth.
     let many: Vec<Document> = (0..15)
         .flat_map(|r| {

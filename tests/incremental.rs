@@ -3,35 +3,25 @@
 //! documents are exactly what the next run processes and reports; another model reprocesses
 //! all; a run killed mid-way is resumed, not duplicated.
 
-mod common;
-use common::{numbered_types, save_tiny_model, tiny_config_for};
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray};
-use jerex::corpus::Document;
 use jerex::engine::incremental::RunSuccess;
-use jerex::engine::sample;
-use jerex::model::{folder, Thresholds};
-use jerex::paths;
+use jerex::testing::{
+    numbered_types, part_files, read_batches, require_tokenizer, strings, success, write_texts,
+    JobFile, TinyModel,
+};
 
 /// A tiny random model folder; another seed gives other weights, hence another model id.
 fn tiny_model(dir: &Path, name: &str, seed: i64, tok: &Path) -> PathBuf {
-    let thresholds = Thresholds {
-        mention: 0.5,
-        coref: 0.9,
-        relation: 0.5,
-    };
-    let config = tiny_config_for(
-        tok,
-        numbered_types("E", 3),
-        numbered_types("R", 2),
-        thresholds,
-    );
-    save_tiny_model(dir, name, &config, tok, seed, 1.0)
+    TinyModel::with_tokenizer(tok)
+        .entity_types(numbered_types("E", 3))
+        .relation_types(numbered_types("R", 2))
+        .thresholds(0.5, 0.9, 0.5)
+        .seed(seed)
+        .save(dir, name)
 }
 
 const PEOPLE: [&str; 5] = [
@@ -54,18 +44,6 @@ fn text(i: usize) -> String {
     format!("{p} was born in {l}. {p} later moved to {}.", PLACES[i % 5])
 }
 
-fn write(path: &Path, docs: &[(String, String)]) {
-    let docs: Vec<Document> = docs
-        .iter()
-        .map(|(id, text)| Document {
-            id: id.clone(),
-            text: Some(text.clone()),
-            ..Default::default()
-        })
-        .collect();
-    sample::write_input_parquet(path, &docs).unwrap();
-}
-
 struct Fixture {
     dir: tempfile::TempDir,
     job: PathBuf,
@@ -73,17 +51,16 @@ struct Fixture {
 }
 
 fn fixture() -> Option<(Fixture, PathBuf, PathBuf)> {
-    let tok = paths::require_encoder()?.join(folder::TOKENIZER_FILE);
+    let tok = require_tokenizer()?;
     let dir = tempfile::tempdir().unwrap();
     let model_a = tiny_model(dir.path(), "model-a", 1, &tok);
     let model_b = tiny_model(dir.path(), "model-b", 2, &tok);
-    let job = dir.path().join("nightly.toml");
-    let toml = format!(
-        "threads = 1\n[input]\npaths = [\"corpus\"]\n[output]\ndir = \"kb\"\n\
-         [model]\ndir = {model_a:?}\n[batch]\nmax_docs = 2\nlookahead = 4\n\
-         [incremental]\nenabled = true\n"
-    );
-    std::fs::write(&job, toml).unwrap();
+    let job = JobFile::new(&["corpus"], "kb", &model_a)
+        .set("threads", 1)
+        .set("batch.max_docs", 2)
+        .set("batch.lookahead", 4)
+        .set("incremental.enabled", true)
+        .write(&dir.path().join("nightly.toml"));
     let out = dir.path().join("kb");
     Some((Fixture { dir, job, out }, model_a, model_b))
 }
@@ -106,7 +83,7 @@ impl Fixture {
     /// Runs the job; returns its stdout and the folder of the run it made.
     fn run(&self, extra: &[&str]) -> (String, PathBuf) {
         let o = self.command(extra).output().unwrap();
-        let stdout = success_stdout(&o);
+        let stdout = success(&o);
         let last = self.runs().pop().expect("a run folder");
         (stdout, self.out.join("runs").join(last))
     }
@@ -162,50 +139,22 @@ impl Fixture {
     }
 }
 
-fn success_stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// Columns `cols` of every row of the Parquet `files`, as strings.
 fn rows<const N: usize>(files: &[PathBuf], cols: &[&str; N]) -> Vec<[Option<String>; N]> {
     let mut out = Vec::new();
-    for path in files {
-        let f = std::fs::File::open(path).unwrap();
-        let reader =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 1024).unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let arrays = cols.map(|c| batch.column_by_name(c).unwrap().as_string::<i32>().clone());
-            for i in 0..batch.num_rows() {
-                out.push(std::array::from_fn(|k| {
-                    let a = &arrays[k];
-                    a.is_valid(i).then(|| a.value(i).to_string())
-                }));
-            }
+    for batch in files.iter().flat_map(|p| read_batches(p)) {
+        let mut columns = cols.map(|c| strings(&batch, c).into_iter());
+        for _ in 0..batch.num_rows() {
+            out.push(columns.each_mut().map(|c| c.next().unwrap()));
         }
     }
     out
 }
 
+/// The part files of a table folder, which must exist.
 fn parts(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("part-")
-        })
-        .collect();
-    v.sort();
-    v
+    assert!(dir.is_dir(), "{}", dir.display());
+    part_files(dir)
 }
 
 /// A run's `changes` table: doc id → [change, content hash, previous hash, previous model,
@@ -258,8 +207,8 @@ fn nightly_runs_process_only_new_changed_and_remodelled_documents() {
     };
     let a_docs: Vec<(String, String)> = (0..5).map(|i| (format!("a{i}"), text(i))).collect();
     let b_docs: Vec<(String, String)> = (0..5).map(|i| (format!("b{i}"), text(i + 7))).collect();
-    write(&f.corpus("a.parquet"), &a_docs);
-    write(&f.corpus("b.parquet"), &b_docs);
+    write_texts(&f.corpus("a.parquet"), &a_docs);
+    write_texts(&f.corpus("b.parquet"), &b_docs);
     let all: Vec<String> = a_docs.iter().chain(&b_docs).map(|d| d.0.clone()).collect();
 
     // 1. Everything is new and processed.
@@ -306,7 +255,7 @@ fn nightly_runs_process_only_new_changed_and_remodelled_documents() {
     edited[1].1.push_str(" The harbour closed in winter.");
     edited.remove(2);
     edited.push(("a5".into(), text(21)));
-    write(&f.corpus("a.parquet"), &edited);
+    write_texts(&f.corpus("a.parquet"), &edited);
     let (stdout, r3) = f.run(&[]);
     assert!(
         stdout.contains("1 new, 1 changed, 0 model_changed, 8 unchanged (skipped), 1 deleted"),

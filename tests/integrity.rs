@@ -3,36 +3,19 @@
 //! rewritten at the same size, broken model folders, an empty input, and an output directory
 //! inside the input.
 
-mod common;
-use common::{numbered_types, save_tiny_model, tiny_config_for};
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray};
-use jerex::corpus::Document;
 use jerex::engine::pipeline::TABLES;
-use jerex::engine::sample;
-use jerex::model::{folder, Thresholds};
-use jerex::{paths, schema};
-
-/// A tiny random model folder; thresholds keep a few mentions so every table gets rows.
-fn tiny_model(dir: &Path, tok: &Path) -> PathBuf {
-    let thresholds = Thresholds {
-        mention: 0.535,
-        coref: 0.9,
-        relation: 0.501,
-    };
-    let config = tiny_config_for(
-        tok,
-        numbered_types("E", 4),
-        numbered_types("R", 3),
-        thresholds,
-    );
-    save_tiny_model(dir, "tiny-model", &config, tok, 5, 30.0)
-}
+use jerex::model::folder;
+use jerex::schema;
+use jerex::testing::{
+    exit_code, part_files, read_batches, require_tokenizer, stderr, stdout, success, write_texts,
+    JobFile, TinyModel,
+};
 
 fn text(i: usize, word: &str) -> String {
     const PEOPLE: [&str; 4] = ["Alma Reyes", "Tomas Ekberg", "Noor Haddad", "Ivo Brandt"];
@@ -48,16 +31,12 @@ fn text(i: usize, word: &str) -> String {
 
 /// Writes documents with these ids (and texts from [`text`] with `word`) as an input file.
 fn write_input(path: &Path, ids: &[String], word: &str) {
-    let docs: Vec<Document> = ids
+    let docs: Vec<(&String, String)> = ids
         .iter()
         .enumerate()
-        .map(|(i, id)| Document {
-            id: id.clone(),
-            text: Some(text(i, word)),
-            ..Default::default()
-        })
+        .map(|(i, id)| (id, text(i, word)))
         .collect();
-    sample::write_input_parquet(path, &docs).unwrap();
+    write_texts(path, &docs);
 }
 
 fn ids(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
@@ -70,9 +49,10 @@ struct Fixture {
 }
 
 fn fixture() -> Option<Fixture> {
-    let tok = paths::require_encoder()?.join(folder::TOKENIZER_FILE);
+    let tok = require_tokenizer()?;
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path(), &tok);
+    // Thresholds that keep a few mentions, so every table gets rows.
+    let model = TinyModel::sparse(&tok).save(dir.path(), "tiny-model");
     Some(Fixture { dir, model })
 }
 
@@ -83,15 +63,11 @@ impl Fixture {
 
     /// Writes `job.toml` reading `inputs` (relative to the fixture) into `out`, with `model`.
     fn job(&self, name: &str, inputs: &[&str], out: &str, model: &Path) -> PathBuf {
-        let inputs: Vec<String> = inputs.iter().map(|p| format!("{p:?}")).collect();
-        let job = self.path(name);
-        let toml = format!(
-            "threads = 1\n[input]\npaths = [{}]\n[output]\ndir = {out:?}\n[model]\ndir = {model:?}\n\
-             [batch]\nmax_docs = 1\nlookahead = 4\n",
-            inputs.join(", ")
-        );
-        std::fs::write(&job, toml).unwrap();
-        job
+        JobFile::new(inputs, out, model)
+            .set("threads", 1)
+            .set("batch.max_docs", 1)
+            .set("batch.lookahead", 4)
+            .write(&self.path(name))
     }
 
     /// `jerex run JOB ARGS`, from the fixture's folder.
@@ -118,53 +94,13 @@ impl Fixture {
     }
 }
 
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited normally")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(o: &Output) -> String {
-    assert_eq!(code(o), 0, "{}\n{}", stdout(o), stderr(o));
-    stdout(o)
-}
-
 /// The `documents` table: (file name, row) → (id, status, reason).
 type Documents = BTreeMap<(String, u64), (Option<String>, String, Option<String>)>;
 
-fn parts(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<PathBuf> = entries
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy();
-            n.starts_with("part-") && n.ends_with(".parquet")
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-fn batches(path: &Path) -> Vec<arrow::array::RecordBatch> {
-    let f = std::fs::File::open(path).unwrap();
-    parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 1024)
-        .unwrap()
-        .map(|b| b.unwrap())
-        .collect()
-}
-
 fn documents(out: &Path) -> Documents {
     let mut rows = Documents::new();
-    for path in parts(&out.join("documents")) {
-        for b in batches(&path) {
+    for path in part_files(&out.join("documents")) {
+        for b in read_batches(&path) {
             let s = |name: &str, i: usize| {
                 let a = b.column_by_name(name).unwrap().as_string::<i32>();
                 a.is_valid(i).then(|| a.value(i).to_string())
@@ -188,9 +124,9 @@ fn row_counts(out: &Path) -> Vec<usize> {
     TABLES
         .iter()
         .map(|t| {
-            parts(&out.join(t))
+            part_files(&out.join(t))
                 .iter()
-                .flat_map(|p| batches(p))
+                .flat_map(|p| read_batches(p))
                 .map(|b| b.num_rows())
                 .sum()
         })
@@ -223,7 +159,7 @@ fn one_file_under_two_spellings_is_read_once() {
             "128",
         ],
     );
-    let text = ok(&run);
+    let text = success(&run);
     assert!(
         text.starts_with("300 documents (300 ok, 0 rejected"),
         "{text}"
@@ -244,7 +180,7 @@ fn duplicate_ids_are_decided_by_the_plan_whatever_each_run_processes() {
     write_input(&fx.path("in/b.parquet"), &b, "second");
     let job = fx.job("job.toml", &["in"], "single", &fx.model);
     let single_run = fx.run(&job, &["-o", "single"]);
-    assert_eq!(code(&single_run), 3, "{}", stderr(&single_run));
+    assert_eq!(exit_code(&single_run), 3, "{}", stderr(&single_run));
     let single = documents(&fx.path("single"));
     let expected_ok: Vec<String> = {
         let mut v: Vec<String> = ids("a", 0..40)
@@ -271,7 +207,7 @@ fn duplicate_ids_are_decided_by_the_plan_whatever_each_run_processes() {
     for (out, order) in [("shards", ["0", "1"]), ("shards-reversed", ["1", "0"])] {
         for i in order {
             let r = shard(out, i);
-            assert!(matches!(code(&r), 0 | 3), "{}", stderr(&r));
+            assert!(matches!(exit_code(&r), 0 | 3), "{}", stderr(&r));
         }
         assert_eq!(documents(&fx.path(out)), single, "{out}");
         assert_eq!(
@@ -283,7 +219,7 @@ fn duplicate_ids_are_decided_by_the_plan_whatever_each_run_processes() {
     for first in ["0", "1"] {
         let out = format!("resumed-after-{first}");
         let r = shard(&out, first);
-        assert!(matches!(code(&r), 0 | 3), "{}", stderr(&r));
+        assert!(matches!(exit_code(&r), 0 | 3), "{}", stderr(&r));
         let r = fx.run(&job, &["-o", &out]);
         assert!(
             stdout(&r).contains("resumed: 1 of 2 units"),
@@ -332,13 +268,13 @@ fn a_second_writer_of_one_shard_is_refused_and_shards_run_side_by_side() {
     // the whole job's).
     for args in [&[][..], &["--shard-count", "2", "--shard-index", "1"]] {
         let second = fx.run(&job, args);
-        assert_eq!(code(&second), 75, "{args:?}: {}", stderr(&second));
+        assert_eq!(exit_code(&second), 75, "{args:?}: {}", stderr(&second));
         let err = stderr(&second);
         assert!(err.contains("another run writes this output"), "{err}");
         assert!(err.contains(&format!("process {}", first.id())), "{err}");
     }
     let first = first.wait_with_output().unwrap();
-    let text = ok(&first);
+    let text = success(&first);
     assert!(text.contains("_SUCCESS: 4 units, 800 documents"), "{text}");
     assert_eq!(documents(&out).len(), 800);
     assert!(!lease.exists(), "the lease is released at the end");
@@ -356,7 +292,7 @@ fn a_second_writer_of_one_shard_is_refused_and_shards_run_side_by_side() {
     };
     let (a, b) = (spawn("0"), spawn("1"));
     for child in [a, b] {
-        ok(&child.wait_with_output().unwrap());
+        success(&child.wait_with_output().unwrap());
     }
     assert_eq!(documents(&fx.path("sharded")), documents(&out));
     assert!(fx.path("sharded/_SUCCESS").is_file());
@@ -368,14 +304,14 @@ fn an_input_rewritten_at_the_same_size_is_not_resumed() {
     let input = fx.path("in/x.parquet");
     write_input(&input, &ids("d", 0..40), "alpha");
     let job = fx.job("job.toml", &["in"], "out", &fx.model);
-    ok(&fx.run(&job, &[]));
+    success(&fx.run(&job, &[]));
     let before = documents(&fx.path("out"));
     let size = std::fs::metadata(&input).unwrap().len();
     // Other words of the same length: the same size on disk.
     write_input(&input, &ids("d", 0..40), "omega");
     assert_eq!(std::fs::metadata(&input).unwrap().len(), size);
     let again = fx.run(&job, &[]);
-    assert_eq!(code(&again), 78, "{}", stdout(&again));
+    assert_eq!(exit_code(&again), 78, "{}", stdout(&again));
     let err = stderr(&again);
     assert!(
         err.contains("input units differ") && err.contains("x.parquet"),
@@ -387,7 +323,7 @@ fn an_input_rewritten_at_the_same_size_is_not_resumed() {
         "a refused run changes nothing"
     );
     // Overwriting redoes it from the new text.
-    ok(&fx.run(&job, &["--overwrite"]));
+    success(&fx.run(&job, &["--overwrite"]));
 }
 
 /// Copies the tiny model folder to `name`, changed by `edit`.
@@ -477,7 +413,7 @@ fn broken_model_folders_are_configuration_errors() {
         let job = fx.job("job.toml", &["in"], &format!("out-{label}"), &model);
         let run = fx.run(&job, &[]);
         let err = stderr(&run);
-        assert_eq!(code(&run), 78, "{label}: {err}");
+        assert_eq!(exit_code(&run), 78, "{label}: {err}");
         assert!(err.contains(message), "{label}: {err}");
     }
 }
@@ -487,11 +423,11 @@ fn every_table_exists_after_a_run_of_an_empty_input() {
     let Some(fx) = fixture() else { return };
     write_input(&fx.path("in/empty.parquet"), &[], "plain");
     let job = fx.job("job.toml", &["in"], "out", &fx.model);
-    let text = ok(&fx.run(&job, &[]));
+    let text = success(&fx.run(&job, &[]));
     assert!(text.contains("_SUCCESS: 1 units, 0 documents"), "{text}");
     let out = fx.path("out");
     for t in TABLES {
-        let files = parts(&out.join(t));
+        let files = part_files(&out.join(t));
         assert_eq!(files.len(), 1, "{t}: {files:?}");
         let f = std::fs::File::open(&files[0]).unwrap();
         let reader =
@@ -499,13 +435,13 @@ fn every_table_exists_after_a_run_of_an_empty_input() {
         assert_eq!(reader.schema(), &schema::table(t).arrow_schema(), "{t}");
         assert_eq!(reader.metadata().file_metadata().num_rows(), 0, "{t}");
     }
-    let success: serde_json::Value =
+    let marker: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).unwrap()).unwrap();
-    assert_eq!(success["parts"]["relations"], 1);
+    assert_eq!(marker["parts"]["relations"], 1);
     // The same job over a file with rows replaces the empty parts by real ones.
     write_input(&fx.path("in/some.parquet"), &ids("d", 0..20), "plain");
-    ok(&fx.run(&job, &["--overwrite"]));
-    assert!(parts(&out.join("documents"))
+    success(&fx.run(&job, &["--overwrite"]));
+    assert!(part_files(&out.join("documents"))
         .iter()
         .all(|p| !p.to_string_lossy().contains("part-empty")));
 }
@@ -516,7 +452,7 @@ fn an_output_directory_inside_the_input_is_refused() {
     write_input(&fx.path("corpus/x.parquet"), &ids("d", 0..5), "plain");
     let job = fx.job("job.toml", &["corpus"], "corpus/kb", &fx.model);
     let run = fx.run(&job, &[]);
-    assert_eq!(code(&run), 78, "{}", stderr(&run));
+    assert_eq!(exit_code(&run), 78, "{}", stderr(&run));
     assert!(stderr(&run).contains("output.dir"), "{}", stderr(&run));
     assert!(
         !fx.path("corpus/kb/documents").exists(),

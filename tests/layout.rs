@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// The top-level modules each top-level module of `src/` names (`crate::NAME`) in its code,
-/// comments left out.
+/// comments and unit tests (`#[cfg(test)] mod tests { ... }`) left out: tests sit above the
+/// library, like the test kit (`crate::testing`) they use.
 fn dependencies(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut files = Vec::new();
@@ -37,7 +38,13 @@ fn dependencies(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     }
     for (module, file) in files {
         let text = std::fs::read_to_string(&file).unwrap();
-        for line in text.lines() {
+        let mut lines = text.lines();
+        while let Some(line) = lines.next() {
+            if line == "#[cfg(test)]" && lines.clone().next() == Some("mod tests {") {
+                // rustfmt closes a top-level module with a `}` of its own at column 0.
+                lines.find(|l| *l == "}");
+                continue;
+            }
             let code = line.split("//").next().unwrap_or("");
             for (i, _) in code.match_indices("crate::") {
                 let name: String = code[i + 7..]
@@ -96,6 +103,17 @@ fn top_level_modules_import_each_other_without_a_cycle() {
     if let Some(found) = cycle(&graph) {
         panic!("import cycle: {}", found.join(" -> "));
     }
+    // The test kit is only compiled for tests: no module of the library may need it.
+    let users: Vec<&String> = graph
+        .iter()
+        .filter(|(_, deps)| deps.contains("testing"))
+        .map(|(m, _)| m)
+        .collect();
+    assert!(users.is_empty(), "the library uses the test kit: {users:?}");
+    assert!(
+        graph["testing"].contains("engine"),
+        "unit tests are left out, the kit is not: {graph:?}"
+    );
 }
 
 #[test]

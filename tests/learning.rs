@@ -12,16 +12,12 @@ use indicatif::ProgressBar;
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tch::nn::VarStore;
-use tch::Device;
 
 use jerex::corpus::{Annotations, Document, GoldEntity, GoldRelation, Span, Word};
-use jerex::device::Precision;
-use jerex::encoder::{BertConfig, SpecialIds};
+use jerex::encoder::SpecialIds;
 use jerex::eval::{evaluate, Scope};
-use jerex::model::{
-    HeadConfig, JerexModel, ModelConfig, PreparedDoc, Thresholds, TypeInfo, WindowConfig,
-};
+use jerex::model::PreparedDoc;
+use jerex::testing::{types, window, TinyModel};
 use jerex::tokenize::TokenizedDoc;
 use jerex::train::{AdamWConfig, SamplingConfig, TrainOptions, Trainer};
 
@@ -157,44 +153,26 @@ fn prepare(doc: Document, max_span_words: usize) -> PreparedDoc {
     PreparedDoc::from_tokens(doc, TokenizedDoc { ids, word_pieces }, max_span_words)
 }
 
-fn type_infos(keys: &[&str]) -> Vec<TypeInfo> {
-    keys.iter()
-        .map(|k| TypeInfo {
-            key: k.to_string(),
-            name: k.to_string(),
-        })
-        .collect()
-}
-
 #[test]
 fn tiny_model_overfits_synthetic_documents() {
     let start = Instant::now();
-    tch::manual_seed(11);
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let config = ModelConfig {
-        entity_types: type_infos(&["LOC", "PER"]),
-        relation_types: type_infos(&["born_in", "lives_in"]),
-        thresholds: Thresholds::default(),
-        heads: HeadConfig::default(),
-        window: WindowConfig {
-            max_len: 128,
-            overlap: 32,
-            framing: jerex::model::Framing::ClsSep,
-        },
-        encoder: BertConfig::tiny(vocab().len() as i64),
-        training: serde_json::Value::Null,
-    };
+    let tiny = TinyModel::new(vocab().len() as i64)
+        .entity_types(types(&["LOC", "PER"]))
+        .relation_types(types(&["born_in", "lives_in"]))
+        .window(window(128, 32))
+        .specials(SpecialIds {
+            cls: 2,
+            sep: 3,
+            pad: 0,
+        })
+        .seed(11);
+    let config = tiny.config();
     let docs: Vec<PreparedDoc> = (0..8)
         .map(|i| prepare(synthetic_doc(i, &mut rng), config.heads.max_span_words))
         .collect();
 
-    let vs = VarStore::new(Device::Cpu);
-    let specials = SpecialIds {
-        cls: 2,
-        sep: 3,
-        pad: 0,
-    };
-    let model = JerexModel::new(&vs.root(), &config, specials, Precision::Fp32).unwrap();
+    let (vs, model) = tiny.build();
     let options = TrainOptions {
         batch_size: 2,
         seed: 3,

@@ -3,138 +3,40 @@
 //! are merged, the same in the model and in the engine (where its segments travel in separate
 //! batches); and a 50,000-word document runs through the engine within a memory cap.
 
-mod common;
-use common::{save_tiny_model, tiny_config_for, types};
-
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, Float32Array, RecordBatch, StringArray, UInt32Array};
-use arrow::compute::concat_batches;
-use jerex::corpus::{Document, Word};
+use jerex::corpus::Document;
 use jerex::device::Precision;
-use jerex::encoder::{BertConfig, SpecialIds};
-use jerex::engine::job::{BatchConfig, Compression, OutputFormat};
-use jerex::engine::pipeline::OutputSettings;
-use jerex::engine::worker::Mode;
+use jerex::engine::job::BatchConfig;
 use jerex::engine::{execute, sample, ModelFactory, ModelInfo, PipelineConfig, Unit};
 use jerex::model::segment::{merge, plan, segment_doc};
-use jerex::model::{
-    folder, DocPrediction, HeadConfig, JerexModel, LongDocuments, ModelConfig, PreparedDoc,
-    Thresholds, TypeInfo, WindowConfig,
-};
+use jerex::model::{JerexModel, LongDocuments, PreparedDoc, Thresholds};
 use jerex::output::doc_rows;
-use jerex::tokenize::TokenizedDoc;
-use jerex::{paths, schema};
+use jerex::schema;
+use jerex::testing::{
+    check_well_formed, pipeline_config, read_table, repo_root, require_shared, require_tokenizer,
+    sample_corpus, strings, synthetic_document, synthetic_prepared, types, window, JobFile,
+    TinyModel,
+};
 use tch::{nn, Device};
 
 const VOCAB: i64 = 64;
 
-fn numbered(prefix: &str, n: usize) -> Vec<TypeInfo> {
-    (0..n)
-        .map(|i| TypeInfo {
-            key: format!("{prefix}{i}"),
-            name: format!("{prefix} {i}"),
-        })
-        .collect()
-}
-
-/// A tiny random model with short encoder windows whose mention classifier is widened, so that
-/// a threshold of 0.7 keeps about a tenth of the candidates.
+/// A tiny random model (three entity and four relation types) with short encoder windows whose
+/// mention classifier is widened, so that a threshold of 0.7 keeps about a tenth of the
+/// candidates.
 fn tiny_model() -> (nn::VarStore, JerexModel) {
-    tch::manual_seed(17);
-    let config = ModelConfig {
-        entity_types: numbered("E", 3),
-        relation_types: numbered("R", 4),
-        thresholds: Thresholds::default(),
-        heads: HeadConfig::default(),
-        window: WindowConfig {
-            max_len: 32,
-            overlap: 8,
-            framing: jerex::model::Framing::ClsSep,
-        },
-        encoder: BertConfig::tiny(VOCAB),
-        training: serde_json::Value::Null,
-    };
-    let vs = nn::VarStore::new(Device::Cpu);
-    let specials = SpecialIds {
-        cls: 1,
-        sep: 2,
-        pad: 0,
-    };
-    let model = JerexModel::new(&vs.root(), &config, specials, Precision::Fp32).unwrap();
-    tch::no_grad(|| {
-        let mut w =
-            vs.variables()["mention_localization.mention_classifier.weight"].shallow_clone();
-        let wider = &w * 400.0;
-        w.copy_(&wider);
-    });
-    (vs, model)
+    TinyModel::new(VOCAB)
+        .window(window(32, 8))
+        .seed(17)
+        .mention_spread(400.0)
+        .build()
 }
 
 /// Sentences of synthetic words with one to three pieces each (equal words, equal pieces).
 fn prepared(id: &str, sentence_lengths: &[usize], seed: usize) -> PreparedDoc {
-    let mut k = seed;
-    let doc = Document {
-        id: id.into(),
-        text: None,
-        sentences: sentence_lengths
-            .iter()
-            .map(|&n| {
-                (0..n)
-                    .map(|_| {
-                        k = (k * 7 + 3) % 29;
-                        Word {
-                            text: format!("w{k}"),
-                            chars: None,
-                        }
-                    })
-                    .collect()
-            })
-            .collect(),
-        gold: None,
-    };
-    let mut tokens = TokenizedDoc::default();
-    for w in doc.words() {
-        let h = w
-            .text
-            .bytes()
-            .fold(17u32, |a, b| a.wrapping_mul(31) ^ u32::from(b));
-        let start = tokens.ids.len() as u32;
-        for p in 0..=(h % 3) {
-            tokens.ids.push(5 + (h + p * 13) % (VOCAB as u32 - 5));
-        }
-        tokens.word_pieces.push((start, tokens.ids.len() as u32));
-    }
-    PreparedDoc::from_tokens(doc, tokens, 10)
-}
-
-/// Mentions in order, clusters partitioning them, relations between distinct entities with
-/// evidence mentions of their own entities.
-fn check_well_formed(p: &DocPrediction, words: usize) {
-    for w in p.mentions.windows(2) {
-        assert!((w[0].span.start, w[0].span.end) < (w[1].span.start, w[1].span.end));
-    }
-    assert!(p.mentions.iter().all(|m| m.span.end <= words));
-    let mut covered = vec![0; p.mentions.len()];
-    for e in &p.entities {
-        assert!(!e.mentions.is_empty() && e.mentions.windows(2).all(|w| w[0] < w[1]));
-        for &m in &e.mentions {
-            covered[m] += 1;
-        }
-    }
-    assert!(
-        covered.iter().all(|&c| c == 1),
-        "clusters partition mentions"
-    );
-    assert!(p
-        .entities
-        .windows(2)
-        .all(|w| w[0].mentions[0] < w[1].mentions[0]));
-    for r in &p.relations {
-        assert!(r.head != r.tail);
-        assert!(p.entities[r.head].mentions.contains(&r.evidence.0));
-        assert!(p.entities[r.tail].mentions.contains(&r.evidence.1));
-    }
+    synthetic_prepared(synthetic_document(id, sentence_lengths, seed), VOCAB)
 }
 
 #[test]
@@ -193,7 +95,7 @@ fn short_documents_are_predicted_whole_and_long_ones_as_merged_segments() {
         assert_eq!(a.span, b.span);
         assert!((a.score - b.score).abs() < 1e-5);
     }
-    check_well_formed(&merged, long.doc.word_count());
+    check_well_formed(&merged, long.doc.word_count(), 3, 4);
     assert!(merged.entities.len() > 10 && !merged.relations.is_empty());
     // Each mention comes from the segment owning its first word, with that segment's score
     // and the document's sentence numbering.
@@ -226,15 +128,8 @@ fn short_documents_are_predicted_whole_and_long_ones_as_merged_segments() {
     );
 }
 
-fn tokenizer_json() -> Option<PathBuf> {
-    paths::require_encoder().map(|d| d.join(folder::TOKENIZER_FILE))
-}
-
 fn run(units: &[Unit], out: &Path, model: &ModelInfo, factory: &ModelFactory) {
-    let cfg = PipelineConfig {
-        units: units.to_vec(),
-        first_seen: None,
-        columns: Default::default(),
+    let mut cfg = PipelineConfig {
         devices: vec![Device::Cpu, Device::Cpu],
         batch: BatchConfig {
             max_word_pieces: 1024,
@@ -243,30 +138,11 @@ fn run(units: &[Unit], out: &Path, model: &ModelInfo, factory: &ModelFactory) {
             ..BatchConfig::default()
         },
         threads: 2,
-        output: Some(OutputSettings {
-            dir: out.to_path_buf(),
-            format: OutputFormat::Parquet,
-            compression: Compression::Zstd,
-            rows_per_part: 100_000,
-        }),
-        mode: Mode::Predict,
-        keep_batches: false,
-        progress: false,
-        checks: Default::default(),
+        ..pipeline_config(units, out)
     };
+    cfg.output.as_mut().unwrap().rows_per_part = 100_000;
     let report = execute(&cfg, model, factory).unwrap();
     assert_eq!(report.failed + report.rejected, 0);
-}
-
-fn read(out: &Path, table: &str) -> RecordBatch {
-    let schema = schema::table(table).arrow_schema();
-    let mut batches = Vec::new();
-    for entry in std::fs::read_dir(out.join(table)).unwrap() {
-        let f = std::fs::File::open(entry.unwrap().path()).unwrap();
-        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 4096).unwrap();
-        batches.extend(r.map(|b| b.unwrap()));
-    }
-    concat_batches(&schema, &batches).unwrap()
 }
 
 /// A table's rows of one document as strings (scores rounded to 1e-4, timing left out), sorted.
@@ -315,27 +191,24 @@ fn u32_column(batch: &RecordBatch, name: &str) -> Vec<u32> {
 /// through different batches and devices.
 #[test]
 fn the_engine_merges_segments_from_separate_batches_as_the_model_does() {
-    let Some(tok) = tokenizer_json() else { return };
+    let Some(tok) = require_tokenizer() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let source = paths::repo_root().join("data/sample/sample.jsonl");
-    let mut docs = sample::read_jsonl(&source).unwrap();
+    let mut docs = sample_corpus();
     let joined = Document::join("joined".into(), &docs);
     docs.push(joined);
     let input = dir.path().join("in.parquet");
     sample::write_input_parquet(&input, &docs).unwrap();
     let units = vec![Unit::file(&input)];
 
-    let config = tiny_config_for(
-        &tok,
-        types(&["PER", "ORG", "LOC", "TIME", "NUM", "MISC"]),
-        types(&["R1", "R2", "R3", "R4"]),
-        Thresholds {
-            mention: 0.7,
-            coref: 0.5,
-            relation: 0.5013,
-        },
-    );
-    let model_dir = save_tiny_model(dir.path(), "tiny", &config, &tok, 11, 30.0);
+    let model_dir = TinyModel::with_tokenizer(&tok)
+        .entity_types(types(&["PER", "ORG", "LOC", "TIME", "NUM", "MISC"]))
+        .relation_types(types(&["R1", "R2", "R3", "R4"]))
+        .thresholds(0.7, 0.5, 0.5013)
+        .seed(11)
+        .mention_spread(30.0)
+        .save(dir.path(), "tiny");
     let segmented = ModelInfo::load(&model_dir).unwrap();
     assert_eq!(
         segmented.config.heads.long_documents,
@@ -353,20 +226,12 @@ fn the_engine_merges_segments_from_separate_batches_as_the_model_does() {
     run(&units, &a, &segmented, &factory);
     run(&units, &b, &whole, &factory);
 
-    let documents = read(&a, schema::DOCUMENTS);
+    let documents = read_table(&a, schema::DOCUMENTS);
     let segments = u32_column(&documents, "segments");
     let pieces = u32_column(&documents, "word_pieces");
-    let ids: Vec<String> = (0..documents.num_rows())
-        .map(|i| {
-            documents
-                .column_by_name("doc_id")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .unwrap()
-                .value(i)
-                .to_string()
-        })
+    let ids: Vec<String> = strings(&documents, "doc_id")
+        .into_iter()
+        .map(Option::unwrap)
         .collect();
     let limit = segmented.config.heads.long_documents.whole_pieces as u32;
     for ((id, &s), &p) in ids.iter().zip(&segments).zip(&pieces) {
@@ -377,7 +242,7 @@ fn the_engine_merges_segments_from_separate_batches_as_the_model_does() {
         }
     }
     for table in [schema::MENTIONS, schema::ENTITIES, schema::RELATIONS] {
-        let (x, y) = (read(&a, table), read(&b, table));
+        let (x, y) = (read_table(&a, table), read_table(&b, table));
         for id in ids.iter().filter(|id| *id != "joined") {
             assert_eq!(rows_of(&x, id), rows_of(&y, id), "{table} of {id}");
         }
@@ -398,9 +263,9 @@ fn the_engine_merges_segments_from_separate_batches_as_the_model_does() {
         .unwrap();
     let expected = doc_rows(&long.doc, &p[0], &segmented.config).unwrap();
     assert!(!expected.mentions.is_empty() && !expected.relations.is_empty());
-    let mentions = read(&a, schema::MENTIONS);
-    let entities = read(&a, schema::ENTITIES);
-    let relations = read(&a, schema::RELATIONS);
+    let mentions = read_table(&a, schema::MENTIONS);
+    let entities = read_table(&a, schema::ENTITIES);
+    let relations = read_table(&a, schema::RELATIONS);
     assert_eq!(rows_of(&mentions, "joined").len(), expected.mentions.len());
     assert_eq!(rows_of(&entities, "joined").len(), expected.entities.len());
     assert_eq!(
@@ -437,7 +302,7 @@ fn children_max_rss() -> u64 {
 #[test]
 fn a_50000_word_document_runs_within_a_memory_cap() {
     use std::os::unix::process::CommandExt;
-    let Some(data) = paths::require_shared("redocred/dev_revised.json") else {
+    let Some(data) = require_shared("redocred/dev_revised.json") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -452,18 +317,10 @@ fn a_50000_word_document_runs_within_a_memory_cap() {
     let input = dir.path().join("long.parquet");
     sample::write_input_parquet(&input, &[long]).unwrap();
     let out = dir.path().join("out");
-    let job = dir.path().join("job.toml");
-    std::fs::write(
-        &job,
-        format!(
-            "devices = \"cpu\"\nthreads = 2\n[input]\npaths = [{:?}]\n[model]\ndir = {:?}\n\
-             [output]\ndir = {:?}\n",
-            input,
-            shipped_model(),
-            out
-        ),
-    )
-    .unwrap();
+    let job = JobFile::new(&[&input], &out, &shipped_model())
+        .set("devices", "cpu")
+        .set("threads", 2)
+        .write(&dir.path().join("job.toml"));
     const CAP: u64 = 3 << 29; // 1.5 GiB of address space
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jerex"));
     cmd.args(["run", job.to_str().unwrap(), "--no-progress"])
@@ -498,15 +355,9 @@ fn a_50000_word_document_runs_within_a_memory_cap() {
         peak >> 20
     );
     assert!(peak <= 1 << 30, "peak RSS {} MiB", peak >> 20);
-    let documents = read(&out, schema::DOCUMENTS);
+    let documents = read_table(&out, schema::DOCUMENTS);
     assert_eq!(documents.num_rows(), 1);
-    let status = documents
-        .column_by_name("status")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .unwrap();
-    assert_eq!(status.value(0), "ok");
+    assert_eq!(strings(&documents, "status"), [Some("ok".to_string())]);
     assert_eq!(u32_column(&documents, "words"), [words as u32]);
     let segments = u32_column(&documents, "segments")[0];
     let mentions = u32_column(&documents, "mentions")[0];
@@ -515,7 +366,10 @@ fn a_50000_word_document_runs_within_a_memory_cap() {
     // About one mention every eight words, as in the documents one by one.
     assert!(mentions as usize > words / 12, "{mentions} mentions");
     assert!(entities > 0 && entities < mentions);
-    assert_eq!(read(&out, schema::MENTIONS).num_rows(), mentions as usize);
+    assert_eq!(
+        read_table(&out, schema::MENTIONS).num_rows(),
+        mentions as usize
+    );
 }
 
 /// The job file's `[long_documents]` and the flags replace the model's limits for the run (and
@@ -544,7 +398,7 @@ fn job_limits_replace_the_models_and_are_checked() {
     .unwrap_err()
     .contains("segments"));
 
-    let demo = paths::repo_root().join("jobs/demo.toml");
+    let demo = repo_root().join("jobs/demo.toml");
     let flags = |overlap| JobOverrides {
         model: Some(shipped_model()),
         output: Some(dir.path().join("out")),
@@ -584,7 +438,7 @@ fn every_docred_document_is_predicted_whole() {
         "docred/test.json",
         "docred/train_annotated_first200.json",
     ] {
-        let Some(path) = paths::require_shared(file) else {
+        let Some(path) = require_shared(file) else {
             return;
         };
         for doc in jerex::corpus::docred::read_docred(&path).unwrap() {
@@ -602,5 +456,5 @@ fn every_docred_document_is_predicted_whole() {
 
 /// The shipped default model of this checkout (committed, so always there).
 fn shipped_model() -> PathBuf {
-    paths::repo_root().join("models/default")
+    repo_root().join("models/default")
 }

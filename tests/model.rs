@@ -2,102 +2,34 @@
 //! change scores, gold inputs are honoured, the loss is finite and reaches every parameter,
 //! huge documents and distances cannot crash it, and a model folder round-trips.
 
-use jerex::corpus::{Annotations, Document, GoldEntity, GoldRelation, Span, Word};
+use jerex::corpus::{Annotations, Document, GoldEntity, GoldRelation, Span};
 use jerex::device::Precision;
-use jerex::encoder::{BertConfig, SpecialIds};
-use jerex::model::folder::special_ids;
 use jerex::model::{
-    DocPrediction, GoldInput, HeadConfig, JerexModel, ModelConfig, PreparedDoc, RelationHead,
-    Thresholds, TypeInfo, WindowConfig,
+    DocPrediction, GoldInput, JerexModel, ModelConfig, PreparedDoc, RelationHead, Thresholds,
 };
-use jerex::tokenize::{TokenizedDoc, WordPieceTokenizer};
+use jerex::testing::{
+    check_well_formed, require_tokenizer, synthetic_document, synthetic_prepared, window, TinyModel,
+};
 use jerex::train::sample::{sample_document, SamplingConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{nn, Device, Kind};
 
 const VOCAB: i64 = 64;
-const SPECIALS: SpecialIds = SpecialIds {
-    cls: 1,
-    sep: 2,
-    pad: 0,
-};
 
-fn types(prefix: &str, n: usize) -> Vec<TypeInfo> {
-    (0..n)
-        .map(|i| TypeInfo {
-            key: format!("{prefix}{i}"),
-            name: format!("{prefix} {i}"),
-        })
-        .collect()
-}
-
-fn config(head: RelationHead, vocab: i64) -> ModelConfig {
-    ModelConfig {
-        entity_types: types("E", 3),
-        relation_types: types("R", 4),
-        thresholds: Thresholds::default(),
-        heads: HeadConfig {
-            relation_head: head,
-            ..HeadConfig::default()
-        },
-        // Short windows, so documents are encoded in several overlapping pieces.
-        window: WindowConfig {
-            max_len: 32,
-            overlap: 8,
-            framing: jerex::model::Framing::ClsSep,
-        },
-        encoder: BertConfig::tiny(vocab),
-        training: serde_json::Value::Null,
-    }
-}
-
+/// Three entity and four relation types; short windows, so documents are encoded in several
+/// overlapping pieces.
 fn build_model(head: RelationHead) -> (nn::VarStore, JerexModel) {
-    tch::manual_seed(11);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let m = JerexModel::new(&vs.root(), &config(head, VOCAB), SPECIALS, Precision::Fp32).unwrap();
-    (vs, m)
-}
-
-/// Sentences of synthetic words (`w<k>`, `k` from a simple generator).
-fn document(id: &str, sentence_lengths: &[usize], seed: usize) -> Document {
-    let mut k = seed;
-    Document {
-        id: id.into(),
-        text: None,
-        sentences: sentence_lengths
-            .iter()
-            .map(|&n| {
-                (0..n)
-                    .map(|_| {
-                        k = (k * 7 + 3) % 23;
-                        Word {
-                            text: format!("w{k}"),
-                            chars: None,
-                        }
-                    })
-                    .collect()
-            })
-            .collect(),
-        gold: None,
-    }
+    TinyModel::new(VOCAB)
+        .relation_head(head)
+        .window(window(32, 8))
+        .seed(11)
+        .build()
 }
 
 /// One to three pieces per word, ids derived from the word so equal words get equal pieces.
 fn prepare(doc: Document) -> PreparedDoc {
-    let mut tokens = TokenizedDoc::default();
-    for w in doc.words() {
-        let h = w
-            .text
-            .bytes()
-            .fold(17u32, |a, b| a.wrapping_mul(31).wrapping_add(b.into()));
-        let start = tokens.ids.len() as u32;
-        for p in 0..=(h % 3) {
-            tokens.ids.push(5 + (h + p * 13) % (VOCAB as u32 - 5));
-        }
-        tokens.word_pieces.push((start, tokens.ids.len() as u32));
-    }
-    PreparedDoc::from_tokens(doc, tokens, 10)
+    synthetic_prepared(doc, VOCAB)
 }
 
 fn span(start: usize, end: usize, sent: usize) -> Span {
@@ -122,7 +54,7 @@ fn relation(head: usize, tail: usize, ty: &str) -> GoldRelation {
 
 /// Three sentences of 8 words with three entities and two relations.
 fn labelled(id: &str, seed: usize) -> Document {
-    let mut doc = document(id, &[8, 8, 8], seed);
+    let mut doc = synthetic_document(id, &[8, 8, 8], seed);
     doc.gold = Some(Annotations {
         entities: vec![
             entity(vec![span(0, 2, 0), span(9, 10, 1), span(17, 19, 2)], "E0"),
@@ -138,54 +70,14 @@ fn labelled(id: &str, seed: usize) -> Document {
     doc
 }
 
-fn check_well_formed(p: &DocPrediction, doc: &PreparedDoc, n_et: usize, n_rt: usize) {
-    let words = doc.doc.word_count();
-    let m = p.mentions.len();
-    for w in p.mentions.windows(2) {
-        assert!((w[0].span.start, w[0].span.end) < (w[1].span.start, w[1].span.end));
-    }
-    for pm in &p.mentions {
-        assert!(pm.span.start < pm.span.end && pm.span.end <= words);
-        assert!((0.0..=1.0).contains(&pm.score));
-    }
-    let mut covered = vec![0; m];
-    for e in &p.entities {
-        assert!(!e.mentions.is_empty());
-        assert!(e.mentions.windows(2).all(|w| w[0] < w[1]));
-        assert!(e.mentions.iter().all(|&i| i < m));
-        assert!(e.entity_type < n_et);
-        assert!((0.0..=1.0).contains(&e.type_score) && (0.0..=1.0).contains(&e.coref_score));
-        for &i in &e.mentions {
-            covered[i] += 1;
-        }
-    }
-    assert!(
-        covered.iter().all(|&c| c == 1),
-        "clusters partition the mentions"
-    );
-    assert!(p
-        .entities
-        .windows(2)
-        .all(|w| w[0].mentions[0] < w[1].mentions[0]));
-    for w in p.relations.windows(2) {
-        assert!((w[0].head, w[0].tail, w[0].relation) < (w[1].head, w[1].tail, w[1].relation));
-    }
-    for r in &p.relations {
-        assert!(r.head != r.tail && r.head < p.entities.len() && r.tail < p.entities.len());
-        assert!(r.relation < n_rt && (0.0..=1.0).contains(&r.score));
-        assert!(p.entities[r.head].mentions.contains(&r.evidence.0));
-        assert!(p.entities[r.tail].mentions.contains(&r.evidence.1));
-    }
-}
-
 #[test]
 fn predictions_are_well_formed() {
     for head in [RelationHead::Mrc, RelationHead::Grc] {
         let (_vs, model) = build_model(head);
         let docs = vec![
-            prepare(document("a", &[8, 8, 8], 1)),
-            prepare(document("empty", &[], 2)),
-            prepare(document("b", &[1, 12], 3)),
+            prepare(synthetic_document("a", &[8, 8, 8], 1)),
+            prepare(synthetic_document("empty", &[], 2)),
+            prepare(synthetic_document("b", &[1, 12], 3)),
         ];
         // Permissive thresholds so every stage has work: all candidates become mentions.
         let loose = Thresholds {
@@ -196,7 +88,7 @@ fn predictions_are_well_formed() {
         let preds = model.predict(&docs, &loose).unwrap();
         assert_eq!(preds.len(), 3);
         for (p, d) in preds.iter().zip(&docs) {
-            check_well_formed(p, d, 3, 4);
+            check_well_formed(p, d.doc.word_count(), 3, 4);
             assert_eq!(p.mentions.len(), d.candidate_count());
             let n = p.entities.len();
             assert_eq!(p.relations.len(), n * n.saturating_sub(1) * 4);
@@ -204,8 +96,8 @@ fn predictions_are_well_formed() {
         assert!(preds[1].mentions.is_empty() && preds[1].entities.is_empty());
         // Batches with nothing to encode are fine too.
         let empty = vec![
-            prepare(document("e1", &[], 0)),
-            prepare(document("e2", &[0], 0)),
+            prepare(synthetic_document("e1", &[], 0)),
+            prepare(synthetic_document("e2", &[0], 0)),
         ];
         let nothing = model.predict(&empty, &loose).unwrap();
         assert!(nothing.iter().all(|p| *p == DocPrediction::default()));
@@ -217,7 +109,7 @@ fn predictions_are_well_formed() {
             .iter()
             .zip(&docs)
         {
-            check_well_formed(p, d, 3, 4);
+            check_well_formed(p, d.doc.word_count(), 3, 4);
         }
     }
 }
@@ -231,8 +123,8 @@ fn batching_does_not_change_scores() {
         relation: 0.5,
     };
     let docs = vec![
-        prepare(document("a", &[8, 8, 8], 1)),
-        prepare(document("b", &[5, 30], 4)),
+        prepare(synthetic_document("a", &[8, 8, 8], 1)),
+        prepare(synthetic_document("b", &[5, 30], 4)),
     ];
     let together = model.predict(&docs, &all).unwrap();
     for (d, p) in docs.iter().zip(&together) {
@@ -264,7 +156,7 @@ fn gold_inputs_are_honoured() {
         vec![(0, 2), (4, 5), (9, 10), (12, 14), (17, 19), (20, 23)]
     );
     assert!(p[0].mentions.iter().all(|m| m.score == 1.0));
-    check_well_formed(&p[0], &docs[0], 3, 4);
+    check_well_formed(&p[0], docs[0].doc.word_count(), 3, 4);
 
     let p = model
         .predict_from(&docs, &thr, GoldInput::Clusters)
@@ -283,9 +175,9 @@ fn gold_inputs_are_honoured() {
     assert_eq!(types, vec![0, 2, 1]);
     assert!(p[0].entities.iter().all(|e| e.type_score == 1.0));
     assert_eq!(p[0].relations.len(), 6 * 4);
-    check_well_formed(&p[0], &docs[0], 3, 4);
+    check_well_formed(&p[0], docs[0].doc.word_count(), 3, 4);
 
-    let unlabelled = vec![prepare(document("u", &[4], 1))];
+    let unlabelled = vec![prepare(synthetic_document("u", &[4], 1))];
     assert!(model
         .predict_from(&unlabelled, &thr, GoldInput::Mentions)
         .is_err());
@@ -338,7 +230,7 @@ fn loss_is_finite_and_reaches_every_parameter() {
 #[test]
 fn terms_without_samples_are_zero() {
     let (_vs, model) = build_model(RelationHead::Mrc);
-    let mut doc = document("a", &[6, 6], 1);
+    let mut doc = synthetic_document("a", &[6, 6], 1);
     doc.gold = Some(Annotations {
         entities: vec![],
         relations: None,
@@ -374,7 +266,7 @@ fn long_documents_and_huge_distances_do_not_crash() {
     let mut lengths = vec![25; 79];
     lengths.insert(1, 25);
     lengths[0] = 40;
-    let mut doc = document("long", &lengths, 1);
+    let mut doc = synthetic_document("long", &lengths, 1);
     for w in &mut doc.sentences[0][2..37] {
         w.text = "abcdefghijklmnop".into();
     }
@@ -403,9 +295,9 @@ fn long_documents_and_huge_distances_do_not_crash() {
         .predict_from(&docs, &loose, GoldInput::Entities)
         .unwrap();
     assert_eq!(p[0].relations.len(), 6 * 4);
-    check_well_formed(&p[0], &docs[0], 3, 4);
+    check_well_formed(&p[0], docs[0].doc.word_count(), 3, 4);
     let p = model.predict(&docs, &Thresholds::default()).unwrap();
-    check_well_formed(&p[0], &docs[0], 3, 4);
+    check_well_formed(&p[0], docs[0].doc.word_count(), 3, 4);
     // A small chunk budget gives the same predictions as the default one.
     let (_vs2, small) = build_model(RelationHead::Mrc);
     let small = small.with_chunk_elements(32 * 7);
@@ -423,7 +315,7 @@ fn long_documents_and_huge_distances_do_not_crash() {
         coref: 1.0,
         relation: 0.0,
     };
-    let short = vec![prepare(document("short", &[7, 5], 1))];
+    let short = vec![prepare(synthetic_document("short", &[7, 5], 1))];
     let q = small.predict(&short, &zero).unwrap();
     let r = model.predict(&short, &zero).unwrap();
     assert!(q[0].entities.len() > 20, "{} entities", q[0].entities.len());
@@ -443,22 +335,21 @@ fn assert_same_relations(a: &[jerex::model::PredRelation], b: &[jerex::model::Pr
 
 #[test]
 fn model_folder_round_trips() {
-    let Some(encoder_dir) = jerex::paths::require_encoder() else {
+    let Some(tokenizer_json) = require_tokenizer() else {
         return;
     };
-    let tokenizer_json = encoder_dir.join("tokenizer.json");
-    let tokenizer = WordPieceTokenizer::from_file(&tokenizer_json).unwrap();
-    let cfg = config(RelationHead::Mrc, tokenizer.vocab_size() as i64);
-    tch::manual_seed(3);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let model =
-        JerexModel::new(&vs.root(), &cfg, special_ids(&tokenizer), Precision::Fp32).unwrap();
+    let tiny = TinyModel::with_tokenizer(&tokenizer_json)
+        .relation_head(RelationHead::Mrc)
+        .window(window(32, 8))
+        .seed(3);
+    let cfg = tiny.config();
+    let (vs, model) = tiny.build();
     let dir = tempfile::tempdir().unwrap();
     JerexModel::save(dir.path(), &vs, &cfg, &tokenizer_json).unwrap();
 
     let loaded = JerexModel::load(dir.path(), Device::Cpu, Precision::Fp32).unwrap();
     assert_eq!(loaded.config, cfg);
-    let doc = PreparedDoc::new(document("a", &[8, 8], 2), &loaded.tokenizer, 10);
+    let doc = PreparedDoc::new(synthetic_document("a", &[8, 8], 2), &loaded.tokenizer, 10);
     let thr = Thresholds {
         mention: 0.0,
         coref: 0.5,

@@ -2,15 +2,11 @@
 //! (from the project's `.venv`) with every string encoding they use (plain, large, view,
 //! dictionary) and integer ids, all read by one `jerex run`.
 
-mod common;
-use common::{python_with, save_tiny_model, tiny_config_for, types};
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use jerex::model::{folder, Thresholds};
-use jerex::paths;
+use jerex::testing::{python_with, require_tokenizer, types, JobFile, TinyModel};
 
 /// Writes one file per producer and encoding into the folder given as `sys.argv[1]`; ids are
 /// distinct across files, DuckDB's are integers.
@@ -59,10 +55,8 @@ fn documents(python: &Path, out: &Path) -> BTreeMap<String, String> {
 
 #[test]
 fn every_producer_encoding_is_read() {
-    let (Some(python), Some(encoder)) = (
-        python_with("pyarrow, polars, duckdb"),
-        paths::require_encoder(),
-    ) else {
+    let (Some(python), Some(tok)) = (python_with("pyarrow, polars, duckdb"), require_tokenizer())
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -80,21 +74,16 @@ fn every_producer_encoding_is_read() {
     assert!(schemas.contains("large_string"), "{schemas}");
     assert!(schemas.contains("int32"), "{schemas}");
 
-    let tok = encoder.join(folder::TOKENIZER_FILE);
-    let thresholds = Thresholds {
-        mention: 0.99,
-        coref: 0.99,
-        relation: 0.99,
-    };
-    let config = tiny_config_for(&tok, types(&["PER", "LOC"]), types(&["R1"]), thresholds);
-    let model = save_tiny_model(dir.path(), "model", &config, &tok, 5, 1.0);
+    let model = TinyModel::with_tokenizer(&tok)
+        .entity_types(types(&["PER", "LOC"]))
+        .relation_types(types(&["R1"]))
+        .thresholds(0.99, 0.99, 0.99)
+        .seed(5)
+        .save(dir.path(), "model");
     let out = dir.path().join("out");
-    let job = dir.path().join("job.toml");
-    let text = format!(
-        "threads = 1\n[input]\npaths = [{input:?}]\n[model]\ndir = {model:?}\n\
-         [output]\ndir = {out:?}\n"
-    );
-    std::fs::write(&job, text).unwrap();
+    let job = JobFile::new(&[&input], &out, &model)
+        .set("threads", 1)
+        .write(&dir.path().join("job.toml"));
     let run = Command::new(env!("CARGO_BIN_EXE_jerex"))
         .arg("run")
         .arg(&job)

@@ -9,7 +9,7 @@ use jerex::corpus::docred::{read_docred, relation_names};
 use jerex::corpus::{Document, Span};
 use jerex::eval::Evaluator;
 use jerex::model::{DocPrediction, PredEntity, PredMention, PredRelation};
-use jerex::paths;
+use jerex::testing::{require_shared, TinyModel};
 use jerex::train::data::{collect_types, sample_rng};
 use jerex::train::{sample_document, SamplingConfig};
 
@@ -68,10 +68,10 @@ fn gold_as_prediction(
 
 #[test]
 fn gold_scores_100_against_itself_and_every_document_samples() {
-    let Some(path) = paths::require_shared("redocred/dev_revised.json") else {
+    let Some(path) = require_shared("redocred/dev_revised.json") else {
         return;
     };
-    let Some(rel_info) = paths::require_shared("docred/rel_info.json") else {
+    let Some(rel_info) = require_shared("docred/rel_info.json") else {
         return;
     };
     let docs = read_docred(&path).unwrap();
@@ -99,15 +99,11 @@ fn gold_scores_100_against_itself_and_every_document_samples() {
         assert_eq!(c.f1(), 100.0);
     }
 
-    let config = jerex::model::ModelConfig {
-        entity_types,
-        relation_types,
-        thresholds: Default::default(),
-        heads: Default::default(),
-        window: Default::default(),
-        encoder: jerex::encoder::BertConfig::tiny(10),
-        training: serde_json::Value::Null,
-    };
+    let config = TinyModel::new(10)
+        .entity_types(entity_types)
+        .relation_types(relation_types)
+        .window(Default::default())
+        .config();
     let sampling = SamplingConfig::for_model(&config);
     let start = Instant::now();
     for (i, doc) in docs.iter().enumerate() {

@@ -11,7 +11,7 @@ use jerex::corpus::docred::read_docred;
 use jerex::corpus::Span;
 use jerex::device::Precision;
 use jerex::model::{DocPrediction, DocTrace, JerexModel, PreparedDoc, Thresholds};
-use jerex::paths;
+use jerex::testing::require_fixture;
 use serde_json::Value;
 use tch::Device;
 
@@ -31,7 +31,7 @@ struct Fixture {
 
 impl Fixture {
     fn get() -> Option<Fixture> {
-        let dir = paths::require_fixture("reference-jerex")?;
+        let dir = require_fixture("reference-jerex")?;
         let tmp = tempfile::tempdir().unwrap();
         let mut packed = Vec::new();
         std::fs::File::open(dir.join("model.ckpt.gz"))

@@ -10,7 +10,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use jerex::paths;
+use jerex::testing::repo_root;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -111,7 +111,7 @@ impl Sandbox {
 
 /// `scripts/package.sh` on the test build's binary, uncompressed, into `out`: the archive's path.
 fn package(out: &Path) -> PathBuf {
-    let packaged = Command::new(paths::repo_root().join("scripts/package.sh"))
+    let packaged = Command::new(repo_root().join("scripts/package.sh"))
         .arg("--binary")
         .arg(env!("CARGO_BIN_EXE_jerex"))
         .args(["--format", "tar", "--out"])
@@ -125,7 +125,7 @@ fn package(out: &Path) -> PathBuf {
 #[test]
 fn the_release_archive_runs_outside_the_build_tree() {
     let built = Path::new(env!("CARGO_BIN_EXE_jerex"));
-    let checkout = paths::repo_root().canonicalize().unwrap();
+    let checkout = repo_root().canonicalize().unwrap();
     let venv = checkout.join(".venv").canonicalize().ok();
     // The build's libtorch, as build.rs embeds it.
     let libtorch = runpath(built);
@@ -184,7 +184,7 @@ fn the_release_archive_runs_outside_the_build_tree() {
     // No path into the build tree, except in libtorch's own assertion messages, which name its
     // header files (text compiled in from the headers tch's wrapper includes; never opened).
     let mut needles: Vec<String> = vec![
-        paths::repo_root().display().to_string(),
+        repo_root().display().to_string(),
         checkout.display().to_string(),
         libtorch.clone(),
         libtorch_real.display().to_string(),
@@ -317,7 +317,7 @@ fn the_dockerfile_image_runs_the_demo_job() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let tmp = tmp.path();
-    let base = Command::new(paths::repo_root().join("scripts/base-image.sh"))
+    let base = Command::new(repo_root().join("scripts/base-image.sh"))
         .output()
         .unwrap();
     assert!(base.status.success(), "{}", text(&base.stderr));
@@ -326,7 +326,7 @@ fn the_dockerfile_image_runs_the_demo_job() {
     let context = tmp.join("context");
     let archive = package(&context.join("dist"));
     for file in ["Dockerfile", ".dockerignore"] {
-        std::fs::copy(paths::repo_root().join(file), context.join(file)).unwrap();
+        std::fs::copy(repo_root().join(file), context.join(file)).unwrap();
     }
     // Containers inherit podman's resource limits instead of raising them (that needs
     // CAP_SYS_RESOURCE, which container hosts often withhold).

@@ -3,45 +3,23 @@
 //! users read them (pyarrow datasets, DuckDB) with the schemas of `schemas/` and the row counts
 //! of the manifest.
 
-mod common;
-use common::{numbered_types, save_tiny_model, tiny_config_for};
-
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use jerex::corpus::Document;
 use jerex::engine::manifest::{Success, UnitRecord};
 use jerex::engine::pipeline::TABLES;
-use jerex::engine::sample;
-use jerex::model::{folder, Thresholds};
-use jerex::paths;
+use jerex::testing::{
+    files, python_with, read_batches, repo_root, require_tokenizer, success, under_ci, write_texts,
+    JobFile, TinyModel,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 const FILES: usize = 6;
 const DOCS_PER_FILE: usize = 50;
-
-/// A tiny randomly initialised model folder. A wider mention classifier and thresholds just
-/// above 0.5 keep a few mentions per document and some relations (about 1700 and 600 over the
-/// corpus), so every table gets rows and a run lasts a few seconds.
-fn tiny_model(dir: &Path, tokenizer_json: &Path) -> PathBuf {
-    let thresholds = Thresholds {
-        mention: 0.535,
-        // Untrained coreference scores sit at 0.5: no merging keeps clear of ties.
-        coref: 0.9,
-        relation: 0.501,
-    };
-    let config = tiny_config_for(
-        tokenizer_json,
-        numbered_types("E", 4),
-        numbered_types("R", 3),
-        thresholds,
-    );
-    save_tiny_model(dir, "tiny-model", &config, tokenizer_json, 5, 30.0)
-}
 
 const PEOPLE: [&str; 8] = [
     "Alma Reyes",
@@ -94,32 +72,25 @@ struct Fixture {
 }
 
 fn fixture() -> Option<Fixture> {
-    let tokenizer_json = paths::require_encoder()?.join(folder::TOKENIZER_FILE);
+    let tokenizer_json = require_tokenizer()?;
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path(), &tokenizer_json);
+    // A few mentions per document and some relations (about 1700 and 600 over the corpus), so
+    // every table gets rows and a run lasts a few seconds.
+    let model = TinyModel::sparse(&tokenizer_json).save(dir.path(), "tiny-model");
     let mut rng = ChaCha8Rng::seed_from_u64(17);
     for f in 0..FILES {
-        let docs: Vec<Document> = (0..DOCS_PER_FILE)
-            .map(|i| Document {
-                id: format!("f{f}-d{i}"),
-                text: Some(synthetic_text(&mut rng)),
-                ..Default::default()
-            })
+        let docs: Vec<(String, String)> = (0..DOCS_PER_FILE)
+            .map(|i| (format!("f{f}-d{i}"), synthetic_text(&mut rng)))
             .collect();
-        let path = dir.path().join(format!("corpus/part{f}.parquet"));
-        sample::write_input_parquet(&path, &docs).unwrap();
+        write_texts(&dir.path().join(format!("corpus/part{f}.parquet")), &docs);
     }
-    let job = dir.path().join("job.toml");
-    let toml = format!(
-        "devices = \"cpu\"\nthreads = 1\n\
-         [input]\npaths = [\"corpus\"]\n\
-         [output]\ndir = \"out\"\n\
-         [model]\ndir = \"{}\"\n\
-         [batch]\nmax_docs = 1\nlookahead = 4\n\
-         [writer]\nrows_per_part = 16\n",
-        model.display()
-    );
-    std::fs::write(&job, toml).unwrap();
+    let job = JobFile::new(&["corpus"], "out", &model)
+        .set("devices", "cpu")
+        .set("threads", 1)
+        .set("batch.max_docs", 1)
+        .set("batch.lookahead", 4)
+        .set("writer.rows_per_part", 16)
+        .write(&dir.path().join("job.toml"));
     Some(Fixture { dir, job })
 }
 
@@ -168,15 +139,6 @@ impl Fixture {
     }
 }
 
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
-    v.sort();
-    v
-}
-
 fn name(p: &Path) -> String {
     p.file_name().unwrap().to_string_lossy().into_owned()
 }
@@ -197,12 +159,7 @@ fn table_rows(out: &Path) -> Vec<Vec<String>> {
         .map(|t| {
             let mut rows = Vec::new();
             for path in files(&out.join(t)) {
-                let f = std::fs::File::open(&path).unwrap();
-                let reader =
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 1024)
-                        .unwrap();
-                for batch in reader {
-                    let batch = batch.unwrap();
+                for batch in read_batches(&path) {
                     let options = FormatOptions::default();
                     let columns: Vec<ArrayFormatter> = batch
                         .schema()
@@ -254,17 +211,7 @@ fn check_killed_state(out: &Path) -> usize {
     recs.len()
 }
 
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn success(out: &Path) -> Success {
+fn success_file(out: &Path) -> Success {
     serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).unwrap()).unwrap()
 }
 
@@ -282,7 +229,7 @@ fn killed_runs_resume_to_exactly_the_rows_of_an_uninterrupted_run() {
     let Some(fx) = fixture() else { return };
     let reference = fx.out("reference");
     let started = Instant::now();
-    let text = stdout(&fx.run(&reference, &[]));
+    let text = success(&fx.run(&reference, &[]));
     let full_seconds = started.elapsed();
     assert!(text.contains("_SUCCESS: 6 units, 300 documents"), "{text}");
     let expected = table_rows(&reference);
@@ -353,7 +300,7 @@ fn killed_runs_resume_to_exactly_the_rows_of_an_uninterrupted_run() {
             );
             scale /= 2.0;
         };
-        let text = stdout(&fx.run(&out, &[]));
+        let text = success(&fx.run(&out, &[]));
         if finished_before > 0 {
             let resumed = text
                 .lines()
@@ -363,7 +310,11 @@ fn killed_runs_resume_to_exactly_the_rows_of_an_uninterrupted_run() {
             assert!(skipped >= finished_before, "{label}: {resumed}");
         }
         assert_eq!(table_rows(&out), expected, "{label}: tables differ");
-        assert_eq!(success(&out).rows, success(&reference).rows, "{label}");
+        assert_eq!(
+            success_file(&out).rows,
+            success_file(&reference).rows,
+            "{label}"
+        );
         assert!(
             files(&out.join("_staging")).is_empty(),
             "{label}: staging left"
@@ -389,11 +340,11 @@ fn killed_runs_resume_to_exactly_the_rows_of_an_uninterrupted_run() {
         .unwrap()
         .success());
     assert_eq!(child.wait().unwrap().code(), Some(75), "SIGTERM exit code");
-    stdout(&fx.run(&out, &[]));
+    success(&fx.run(&out, &[]));
     assert_eq!(table_rows(&out), expected, "terminated run: tables differ");
 
     // A finished job run again does nothing; another configuration is refused.
-    let again = stdout(&fx.run(&reference, &[]));
+    let again = success(&fx.run(&reference, &[]));
     assert!(again.contains("resumed: 6 of 6 units"), "{again}");
     assert_eq!(table_rows(&reference), expected);
     let other = fx.run(&reference, &["--relation-threshold", "0.6"]);
@@ -462,17 +413,17 @@ print(json.dumps(result))
 
 #[test]
 fn pyarrow_and_duckdb_read_the_tables_as_documented_and_counted() {
-    let Some(python) = common::python_with("pyarrow.dataset") else {
+    let Some(python) = python_with("pyarrow.dataset") else {
         return;
     };
     let Some(fx) = fixture() else { return };
     let out = fx.out("out");
-    stdout(&fx.run(&out, &[]));
-    let done = success(&out);
+    success(&fx.run(&out, &[]));
+    let done = success_file(&out);
     let recs = records(&out);
     assert_eq!((done.units, recs.len()), (FILES, FILES));
 
-    let schemas = paths::repo_root().join("schemas");
+    let schemas = repo_root().join("schemas");
     let output = Command::new(&python)
         .args(["-c", CLIENT_SCRIPT])
         .arg(&out)
@@ -480,7 +431,7 @@ fn pyarrow_and_duckdb_read_the_tables_as_documented_and_counted() {
         .args(TABLES)
         .output()
         .unwrap();
-    let text = stdout(&output);
+    let text = success(&output);
     let got: serde_json::Value = serde_json::from_str(&text).unwrap();
     for t in TABLES {
         let table = &got["pyarrow"][t];
@@ -497,7 +448,7 @@ fn pyarrow_and_duckdb_read_the_tables_as_documented_and_counted() {
     assert_eq!(ok + done.documents.rejected + done.documents.failed, 300);
 
     match &got["duckdb"] {
-        serde_json::Value::Null if paths::under_ci() => {
+        serde_json::Value::Null if under_ci() => {
             panic!("CI needs duckdb in .venv (scripts/requirements.txt)")
         }
         serde_json::Value::Null => eprintln!("skipping the DuckDB half: duckdb not installed"),
@@ -517,19 +468,19 @@ fn pyarrow_and_duckdb_read_the_tables_as_documented_and_counted() {
 fn the_last_shard_to_finish_writes_success_for_the_whole_job() {
     let Some(fx) = fixture() else { return };
     let single = fx.out("single");
-    stdout(&fx.run(&single, &[]));
+    success(&fx.run(&single, &[]));
     let sharded = fx.out("sharded");
     let shard = |i: &str| fx.run(&sharded, &["--shard-count", "3", "--shard-index", i]);
-    stdout(&shard("2"));
-    stdout(&shard("0"));
+    success(&shard("2"));
+    success(&shard("0"));
     assert!(!sharded.join("_SUCCESS").exists(), "shard 1 has not run");
     let markers: Vec<String> = files(&sharded.join("_manifest/shards"))
         .iter()
         .map(|p| name(p))
         .collect();
     assert_eq!(markers, ["0-of-3.json", "2-of-3.json"]);
-    let text = stdout(&shard("1"));
+    let text = success(&shard("1"));
     assert!(text.contains("_SUCCESS: 6 units, 300 documents"), "{text}");
-    assert_eq!(success(&sharded).rows, success(&single).rows);
+    assert_eq!(success_file(&sharded).rows, success_file(&single).rows);
     assert_eq!(table_rows(&sharded), table_rows(&single));
 }

@@ -2,15 +2,13 @@
 //! the Kubernetes and Slurm files in `jobs/` (parsed, checked against each other and against the
 //! Dockerfiles' release image, and their wrappers run with a stand-in `jerex`).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use jerex::corpus::Document;
 use jerex::engine::{sample, Job};
-use jerex::paths;
+use jerex::testing::{python_with, repo_root, sample_corpus, text, under_ci, write_texts};
 use serde_json::Value;
 
 /// Variables through which a job engine picks the shard: cleared so that a test run inside a
@@ -32,24 +30,21 @@ fn jerex() -> Command {
     cmd
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// A job over two files (260 and 30 rows; row groups of 128) with units of about 128 rows.
 fn small_job(dir: &Path) -> PathBuf {
-    let docs = |prefix: &str, n: usize| -> Vec<Document> {
+    let docs = |prefix: &str, n: usize| -> Vec<(String, String)> {
         (0..n)
-            .map(|i| Document {
-                id: format!("{prefix}{i}"),
-                text: Some(format!("Item {i} of {prefix} is short.")),
-                ..Default::default()
+            .map(|i| {
+                (
+                    format!("{prefix}{i}"),
+                    format!("Item {i} of {prefix} is short."),
+                )
             })
             .collect()
     };
     std::fs::create_dir_all(dir.join("data")).unwrap();
-    sample::write_input_parquet(&dir.join("data/a.parquet"), &docs("a", 260)).unwrap();
-    sample::write_input_parquet(&dir.join("data/b.parquet"), &docs("b", 30)).unwrap();
+    write_texts(&dir.join("data/a.parquet"), &docs("a", 260));
+    write_texts(&dir.join("data/b.parquet"), &docs("b", 30));
     let job = dir.join("job.toml");
     std::fs::write(
         &job,
@@ -172,7 +167,7 @@ fn impossible_shards_are_configuration_errors() {
 
 #[test]
 fn reprocess_job_is_valid_and_plans_an_archive() {
-    let file = paths::repo_root().join("jobs/reprocess-archive.toml");
+    let file = repo_root().join("jobs/reprocess-archive.toml");
     let job = Job::load(&file).unwrap();
     assert!(job.input.paths[0].contains('*'), "a glob over the archive");
     let dir = tempfile::tempdir().unwrap();
@@ -218,7 +213,7 @@ fn with_fake(program: &str, args: &[&str], envs: &[(&str, &str)]) -> (i32, Strin
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let mut cmd = Command::new(program);
     cmd.args(args)
-        .current_dir(paths::repo_root())
+        .current_dir(repo_root())
         .env("PATH", path)
         .env("CALLS", &calls)
         .env_remove("SLURM_JOB_ID")
@@ -236,12 +231,12 @@ fn with_fake(program: &str, args: &[&str], envs: &[(&str, &str)]) -> (i32, Strin
 
 /// The Kubernetes manifest as JSON (PyYAML reads it, as kubectl would).
 fn k8s_manifest() -> Option<Value> {
-    let out = Command::new(common::python_with("yaml")?)
+    let out = Command::new(python_with("yaml")?)
         .args([
             "-c",
             "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
         ])
-        .arg(paths::repo_root().join("jobs/k8s-reprocess.yaml"))
+        .arg(repo_root().join("jobs/k8s-reprocess.yaml"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -302,7 +297,7 @@ fn kubernetes_indexed_job_matches_the_job_and_maps_exit_codes() {
     }
 
     // The output directory and the job file are on the pod's volumes, the output on a claim.
-    let toml = Job::load(&paths::repo_root().join("jobs/reprocess-archive.toml")).unwrap();
+    let toml = Job::load(&repo_root().join("jobs/reprocess-archive.toml")).unwrap();
     let mount_of = |path: &Path| {
         container["volumeMounts"]
             .as_array()
@@ -355,7 +350,7 @@ fn kubernetes_indexed_job_matches_the_job_and_maps_exit_codes() {
 
 #[test]
 fn slurm_array_script_parses_and_maps_exit_codes() {
-    let script = paths::repo_root().join("jobs/slurm-reprocess.sh");
+    let script = repo_root().join("jobs/slurm-reprocess.sh");
     let source = std::fs::read_to_string(&script).unwrap();
     assert!(source.contains("#SBATCH --array=0-"), "an array job");
     let check = Command::new("bash")
@@ -420,19 +415,19 @@ fn dockerfiles_install_this_releases_archive() {
         std::env::consts::ARCH
     );
     for file in ["Dockerfile", "Dockerfile.cuda"] {
-        let source = std::fs::read_to_string(paths::repo_root().join(file)).unwrap();
+        let source = std::fs::read_to_string(repo_root().join(file)).unwrap();
         assert!(
             source.contains(&format!("ARG ARCHIVE={archive}\n")),
             "{file} does not install {archive}"
         );
         assert!(source.contains("ENTRYPOINT [\"jerex\"]"), "{file}");
     }
-    let cuda = std::fs::read_to_string(paths::repo_root().join("Dockerfile.cuda")).unwrap();
+    let cuda = std::fs::read_to_string(repo_root().join("Dockerfile.cuda")).unwrap();
     assert!(
         cuda.contains("ENV JEREX_LIBTORCH_LIB=") && cuda.contains("torch==2.11.0"),
         "the CUDA image points jerex at the CUDA libraries of the same torch"
     );
-    let ignore = std::fs::read_to_string(paths::repo_root().join(".dockerignore")).unwrap();
+    let ignore = std::fs::read_to_string(repo_root().join(".dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l == "*") && ignore.contains("!dist/*.tar.gz"));
 }
 
@@ -457,17 +452,17 @@ print(json.dumps(counts))
 /// Kubernetes and the Slurm environment, write into one directory exactly the rows of one run.
 #[test]
 fn sharded_runs_of_the_binary_write_exactly_one_runs_rows() {
-    let model = paths::repo_root().join("models/default");
+    let model = repo_root().join("models/default");
     if !model.join("config.json").is_file() {
-        assert!(!paths::under_ci(), "CI needs the shipped model");
+        assert!(!under_ci(), "CI needs the shipped model");
         eprintln!("skipping: no model at {}", model.display());
         return;
     }
-    let Some(python) = common::python_with("pyarrow.dataset") else {
+    let Some(python) = python_with("pyarrow.dataset") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let docs = sample::read_jsonl(&paths::repo_root().join("data/sample/sample.jsonl")).unwrap();
+    let docs = sample_corpus();
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
     for part in ["a", "b", "c"] {
         let renamed: Vec<Document> = docs[..5]

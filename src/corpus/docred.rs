@@ -212,7 +212,7 @@ impl UniqueIds {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paths;
+    use crate::testing;
 
     fn write(json: &str) -> tempfile::NamedTempFile {
         let f = tempfile::NamedTempFile::new().unwrap();
@@ -318,7 +318,7 @@ mod tests {
     }
 
     fn check_real(rel: &str, count: usize, labelled: bool) {
-        let Some(path) = paths::require_shared(rel) else {
+        let Some(path) = testing::require_shared(rel) else {
             return;
         };
         let docs = read_docred(&path).unwrap();
@@ -362,7 +362,7 @@ mod tests {
 
     #[test]
     fn reads_relation_names() {
-        let Some(path) = paths::require_shared("docred/rel_info.json") else {
+        let Some(path) = testing::require_shared("docred/rel_info.json") else {
             return;
         };
         let names = relation_names(&path).unwrap();

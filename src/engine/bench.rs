@@ -456,8 +456,8 @@ pub fn long_table(b: &LongBench) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::fake::{Failures, FakeFactory};
     use crate::model::Thresholds;
+    use crate::testing::{Failures, FakeFactory};
 
     fn factory(dead: Vec<Device>) -> FakeFactory {
         FakeFactory {

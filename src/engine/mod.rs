@@ -4,14 +4,14 @@
 //! [`pipeline`] wires the stages; [`bucket`] packs documents into batches under a word-piece
 //! budget; [`worker`] runs one model replica per device behind the small [`Backend`] trait;
 //! [`job`] reads and validates job files; [`plan`] splits the inputs into work units and shares
-//! them out over shards (machines); [`lease`] keeps a second writer of a shard away; [`fake`] is
-//! a deterministic backend for tests; [`incremental`] runs only what changed since a job's last
-//! run; [`long`] carries long documents through as segments.
+//! them out over shards (machines); [`lease`] keeps a second writer of a shard away;
+//! [`incremental`] runs only what changed since a job's last run; [`long`] carries long
+//! documents through as segments. (The fake backend for tests is in the test kit,
+//! `crate::testing::fake`.)
 
 pub mod bench;
 pub mod bucket;
 pub mod checks;
-pub mod fake;
 pub mod incremental;
 pub mod job;
 pub mod lease;

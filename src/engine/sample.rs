@@ -353,7 +353,7 @@ mod tests {
 
     #[test]
     fn the_committed_sample_corpus_matches_its_source() {
-        let sample = crate::paths::repo_root().join("data/sample");
+        let sample = crate::testing::repo_root().join("data/sample");
         let source = read_jsonl(&sample.join("sample.jsonl")).unwrap();
         assert!(source.len() >= 20, "about 20 sample documents");
         let dir = tempfile::tempdir().unwrap();

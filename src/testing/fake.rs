@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use tch::Device;
 
-use super::worker::{Backend, BackendFactory};
 use crate::corpus::Span;
+use crate::engine::{Backend, BackendFactory};
 use crate::error::{Error, Result};
-use crate::model::{DocPrediction, PredEntity, PredMention, PredRelation, PreparedDoc, Thresholds};
+use crate::model::{
+    DocPrediction, ModelConfig, PredEntity, PredMention, PredRelation, PreparedDoc, Thresholds,
+};
 
 /// How a fake backend fails.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +39,19 @@ pub struct FakeFactory {
     pub failures: Failures,
     /// Sleep per batch, so several devices really share the work in tests.
     pub delay: Duration,
+}
+
+impl FakeFactory {
+    /// A fake with `config`'s type counts and thresholds that never fails and does not sleep.
+    pub fn new(config: &ModelConfig) -> FakeFactory {
+        FakeFactory {
+            entity_types: config.entity_types.len(),
+            relation_types: config.relation_types.len(),
+            thresholds: config.thresholds,
+            failures: Failures::default(),
+            delay: Duration::ZERO,
+        }
+    }
 }
 
 impl BackendFactory for FakeFactory {
