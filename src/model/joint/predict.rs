@@ -288,7 +288,7 @@ impl JerexModel {
                 }
             }
         }
-        self.score_relations(scope, group, &mut relations, trace.as_deref_mut())?;
+        self.score_relations(scope, group, &mut relations, trace)?;
         Ok(relations)
     }
 
