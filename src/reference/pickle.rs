@@ -294,6 +294,8 @@ impl Machine<'_> {
         }
     }
 
+    /// Runs the opcodes up to `STOP`, the dispatch table; opcodes that take more than a push
+    /// have a method of their own below.
     fn run(mut self) -> Result<Value, PickleError> {
         loop {
             let offset = self.at;
@@ -316,64 +318,21 @@ impl Machine<'_> {
                 b'1' => {
                     self.pop_mark()?;
                 }
-                b'2' => {
-                    let top = self.pop()?;
-                    self.stack.push(top.clone());
-                    self.stack.push(top);
-                }
+                b'2' => self.dup()?,
                 b'N' => self.stack.push(Item::Scalar(Value::None)),
                 0x88 => self.stack.push(Item::Scalar(Value::Bool(true))),
                 0x89 => self.stack.push(Item::Scalar(Value::Bool(false))),
-                b'J' => {
-                    let v = self.uint(4)? as u32 as i32;
-                    self.stack.push(Item::Scalar(Value::Int(i64::from(v))));
-                }
-                b'K' => {
-                    let v = self.uint(1)?;
-                    self.stack.push(Item::Scalar(Value::Int(v as i64)));
-                }
-                b'M' => {
-                    let v = self.uint(2)?;
-                    self.stack.push(Item::Scalar(Value::Int(v as i64)));
-                }
-                0x8a => {
-                    // LONG1: little-endian two's complement of up to 8 bytes here.
-                    let n = self.uint(1)? as usize;
-                    if n > 8 {
-                        return self.malformed("integer wider than 64 bits");
-                    }
-                    let raw = self.take(n)?;
-                    let negative = raw.last().is_some_and(|&b| b & 0x80 != 0);
-                    let mut buf = [if negative { 0xff } else { 0 }; 8];
-                    buf[..n].copy_from_slice(raw);
-                    self.stack
-                        .push(Item::Scalar(Value::Int(i64::from_le_bytes(buf))));
-                }
-                b'G' => {
-                    let raw: [u8; 8] = self.take(8)?.try_into().expect("8 bytes");
-                    self.stack
-                        .push(Item::Scalar(Value::Float(f64::from_be_bytes(raw))));
-                }
-                b'X' | 0x8c | 0x8d => {
-                    let width = match opcode {
-                        b'X' => 4,
-                        0x8c => 1,
-                        _ => 8,
-                    };
-                    let n = self.uint(width)? as usize;
-                    let v = self.text(n)?;
-                    self.stack.push(Item::Scalar(v));
-                }
-                b'B' | b'C' | 0x8e | b'T' | b'U' => {
-                    let width = match opcode {
-                        b'B' | b'T' => 4,
-                        b'C' | b'U' => 1,
-                        _ => 8,
-                    };
-                    let n = self.uint(width)? as usize;
-                    let bytes = self.take(n)?.to_vec();
-                    self.stack.push(Item::Scalar(Value::Bytes(bytes)));
-                }
+                b'J' => self.binint()?,
+                b'K' => self.binuint(1)?,
+                b'M' => self.binuint(2)?,
+                0x8a => self.long1()?,
+                b'G' => self.binfloat()?,
+                b'X' => self.unicode(4)?,
+                0x8c => self.unicode(1)?,
+                0x8d => self.unicode(8)?,
+                b'B' | b'T' => self.binbytes(4)?,
+                b'C' | b'U' => self.binbytes(1)?,
+                0x8e => self.binbytes(8)?,
                 b']' => self.push_node(Node::List(Vec::new())),
                 b'l' => {
                     let items = self.pop_mark()?;
@@ -392,14 +351,7 @@ impl Machine<'_> {
                     let items = self.pop_mark()?;
                     self.push_node(Node::Tuple(items));
                 }
-                0x85..=0x87 => {
-                    let n = usize::from(opcode - 0x84);
-                    if self.stack.len() < n {
-                        return self.malformed("stack underflow");
-                    }
-                    let items = self.stack.split_off(self.stack.len() - n);
-                    self.push_node(Node::Tuple(items));
-                }
+                0x85..=0x87 => self.tuple_of(usize::from(opcode - 0x84))?,
                 b'}' => self.push_node(Node::Dict(Vec::new())),
                 b'd' => {
                     let items = self.pop_mark()?;
@@ -415,60 +367,19 @@ impl Machine<'_> {
                     let items = self.pop_mark()?;
                     self.set_items(items)?;
                 }
-                b'q' | b'r' => {
-                    let key = self.uint(if opcode == b'q' { 1 } else { 4 })?;
-                    let top = match self.stack.last() {
-                        Some(t) => t.clone(),
-                        None => return self.malformed("memoizing an empty stack"),
-                    };
-                    self.memo.insert(key, top);
-                }
-                0x94 => {
-                    let top = match self.stack.last() {
-                        Some(t) => t.clone(),
-                        None => return self.malformed("memoizing an empty stack"),
-                    };
-                    self.memo.insert(self.memo.len() as u64, top);
-                }
-                b'h' | b'j' => {
-                    let key = self.uint(if opcode == b'h' { 1 } else { 4 })?;
-                    match self.memo.get(&key) {
-                        Some(item) => self.stack.push(item.clone()),
-                        None => return self.malformed(format!("memo key {key} is not set")),
-                    }
-                }
+                b'q' => self.memo_put(1)?,
+                b'r' => self.memo_put(4)?,
+                0x94 => self.memoize(self.memo.len() as u64)?,
+                b'h' => self.memo_get(1)?,
+                b'j' => self.memo_get(4)?,
                 b'c' => {
                     let module = self.line()?;
                     let name = self.line()?;
                     self.global(&module, &name)?;
                 }
-                0x93 => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    match (module, name) {
-                        (Item::Scalar(Value::Str(m)), Item::Scalar(Value::Str(n))) => {
-                            self.global(&m, &n)?
-                        }
-                        _ => return self.malformed("STACK_GLOBAL needs two strings"),
-                    }
-                }
-                b'R' | 0x81 => {
-                    let args = self.pop()?;
-                    let callable = self.pop()?;
-                    let args = self.tuple_items(&args)?;
-                    self.call(callable, args)?;
-                }
-                b'b' => {
-                    let state = self.pop()?;
-                    let target = self.top_node()?;
-                    match &mut self.nodes[target] {
-                        Node::Object { state: s, .. } => *s = Some(state),
-                        // An OrderedDict's attributes, not items: PyTorch's state dicts carry
-                        // `_metadata` (module versions) this way.
-                        Node::Dict(_) => {}
-                        _ => return self.malformed("BUILD on something that is not an object"),
-                    }
-                }
+                0x93 => self.stack_global()?,
+                b'R' | 0x81 => self.reduce()?,
+                b'b' => self.build()?,
                 b'Q' => {
                     let pid = self.pop()?;
                     self.push_node(Node::Persistent(pid));
@@ -476,6 +387,135 @@ impl Machine<'_> {
                 _ => return Err(PickleError::Opcode { offset, opcode }),
             }
         }
+    }
+
+    /// `DUP`.
+    fn dup(&mut self) -> Result<(), PickleError> {
+        let top = self.pop()?;
+        self.stack.push(top.clone());
+        self.stack.push(top);
+        Ok(())
+    }
+
+    /// `BININT`: a signed 4-byte integer.
+    fn binint(&mut self) -> Result<(), PickleError> {
+        let v = self.uint(4)? as u32 as i32;
+        self.stack.push(Item::Scalar(Value::Int(i64::from(v))));
+        Ok(())
+    }
+
+    /// `BININT1`, `BININT2`: an unsigned integer of `width` bytes.
+    fn binuint(&mut self, width: usize) -> Result<(), PickleError> {
+        let v = self.uint(width)?;
+        self.stack.push(Item::Scalar(Value::Int(v as i64)));
+        Ok(())
+    }
+
+    /// `LONG1`: little-endian two's complement of up to 8 bytes here.
+    fn long1(&mut self) -> Result<(), PickleError> {
+        let n = self.uint(1)? as usize;
+        if n > 8 {
+            return self.malformed("integer wider than 64 bits");
+        }
+        let raw = self.take(n)?;
+        let negative = raw.last().is_some_and(|&b| b & 0x80 != 0);
+        let mut buf = [if negative { 0xff } else { 0 }; 8];
+        buf[..n].copy_from_slice(raw);
+        self.stack
+            .push(Item::Scalar(Value::Int(i64::from_le_bytes(buf))));
+        Ok(())
+    }
+
+    /// `BINFLOAT`: a big-endian double.
+    fn binfloat(&mut self) -> Result<(), PickleError> {
+        let raw: [u8; 8] = self.take(8)?.try_into().expect("8 bytes");
+        self.stack
+            .push(Item::Scalar(Value::Float(f64::from_be_bytes(raw))));
+        Ok(())
+    }
+
+    /// `BINUNICODE` and its short and long forms: UTF-8 text after a `width`-byte length.
+    fn unicode(&mut self, width: usize) -> Result<(), PickleError> {
+        let n = self.uint(width)? as usize;
+        let v = self.text(n)?;
+        self.stack.push(Item::Scalar(v));
+        Ok(())
+    }
+
+    /// `BINBYTES`, `BINSTRING` and their short and long forms: bytes after a `width`-byte length.
+    fn binbytes(&mut self, width: usize) -> Result<(), PickleError> {
+        let n = self.uint(width)? as usize;
+        let bytes = self.take(n)?.to_vec();
+        self.stack.push(Item::Scalar(Value::Bytes(bytes)));
+        Ok(())
+    }
+
+    /// `TUPLE1` to `TUPLE3`: the top `n` items as a tuple.
+    fn tuple_of(&mut self, n: usize) -> Result<(), PickleError> {
+        if self.stack.len() < n {
+            return self.malformed("stack underflow");
+        }
+        let items = self.stack.split_off(self.stack.len() - n);
+        self.push_node(Node::Tuple(items));
+        Ok(())
+    }
+
+    /// `BINPUT`, `LONG_BINPUT`: memoizes the top under a `width`-byte key.
+    fn memo_put(&mut self, width: usize) -> Result<(), PickleError> {
+        let key = self.uint(width)?;
+        self.memoize(key)
+    }
+
+    /// Memoizes the top of the stack under `key` (`MEMOIZE` takes the memo's size).
+    fn memoize(&mut self, key: u64) -> Result<(), PickleError> {
+        let top = match self.stack.last() {
+            Some(t) => t.clone(),
+            None => return self.malformed("memoizing an empty stack"),
+        };
+        self.memo.insert(key, top);
+        Ok(())
+    }
+
+    /// `BINGET`, `LONG_BINGET`: pushes what is memoized under a `width`-byte key.
+    fn memo_get(&mut self, width: usize) -> Result<(), PickleError> {
+        let key = self.uint(width)?;
+        match self.memo.get(&key) {
+            Some(item) => self.stack.push(item.clone()),
+            None => return self.malformed(format!("memo key {key} is not set")),
+        }
+        Ok(())
+    }
+
+    /// `STACK_GLOBAL`: the global named by the two strings on the stack.
+    fn stack_global(&mut self) -> Result<(), PickleError> {
+        let name = self.pop()?;
+        let module = self.pop()?;
+        match (module, name) {
+            (Item::Scalar(Value::Str(m)), Item::Scalar(Value::Str(n))) => self.global(&m, &n),
+            _ => self.malformed("STACK_GLOBAL needs two strings"),
+        }
+    }
+
+    /// `REDUCE`, `NEWOBJ`: a call, recorded (see [`Machine::call`]).
+    fn reduce(&mut self) -> Result<(), PickleError> {
+        let args = self.pop()?;
+        let callable = self.pop()?;
+        let args = self.tuple_items(&args)?;
+        self.call(callable, args)
+    }
+
+    /// `BUILD`: gives the object on the stack its state.
+    fn build(&mut self) -> Result<(), PickleError> {
+        let state = self.pop()?;
+        let target = self.top_node()?;
+        match &mut self.nodes[target] {
+            Node::Object { state: s, .. } => *s = Some(state),
+            // An OrderedDict's attributes, not items: PyTorch's state dicts carry
+            // `_metadata` (module versions) this way.
+            Node::Dict(_) => {}
+            _ => return self.malformed("BUILD on something that is not an object"),
+        }
+        Ok(())
     }
 
     fn resolve(&self, item: &Item, depth: usize) -> Result<Value, PickleError> {

@@ -1,5 +1,4 @@
-//! Relation classification: the multi-instance head (MRC, the JEREX model) and the global
-//! baseline (GRC).
+//! The multi-instance relation classifier (MRC, the JEREX model).
 //!
 //! MRC scores every mention pair of an entity pair with `pair_linear` over
 //! `[ctx; m_h; m_t; e_h; e_t; tok; sent]`, split exactly into per-part products so mentions,
@@ -12,224 +11,12 @@ use std::collections::HashMap;
 
 use tch::{nn, Kind, Tensor};
 
-use crate::corpus::Span;
 use crate::layers::{embedding, Linear};
-use crate::model::config::{HeadConfig, RelationHead};
+use crate::model::config::HeadConfig;
 use crate::model::input::{cat_rows, chunk_starts, clamp_index, index_tensor};
-use crate::model::pool::{row_sums, scatter_max, scatter_max_, RangeMax};
+use crate::model::pool::{row_sums, scatter_max, scatter_max_};
 
-/// Where a mention sits: its word span (for distances) and its word-piece range in the batch's
-/// flat token axis (for contexts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MentionPlace {
-    pub words: Span,
-    pub pieces: (usize, usize),
-}
-
-/// All mention pairs of a list of entity pairs, built on the CPU, with the reference
-/// implementation's distances and contexts. The
-/// pairs of entity pair `r` are `offsets[r]..offsets[r + 1]`. Distances are raw (unclamped);
-/// the heads clamp them to their tables.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MentionPairs {
-    pub head: Vec<usize>,
-    pub tail: Vec<usize>,
-    pub offsets: Vec<usize>,
-    pub token_distance: Vec<usize>,
-    pub sentence_distance: Vec<usize>,
-    /// Word pieces strictly between the two mentions, `None` when they touch or overlap.
-    pub context: Vec<Option<(usize, usize)>>,
-}
-
-impl MentionPairs {
-    /// Every `(m_h, m_t)` in `clusters[h] × clusters[t]` for each `(h, t)` of `entity_pairs`.
-    /// `clusters` hold indices into `places`.
-    pub fn build(
-        places: &[MentionPlace],
-        clusters: &[Vec<usize>],
-        entity_pairs: &[(usize, usize)],
-    ) -> MentionPairs {
-        let mut out = MentionPairs {
-            offsets: vec![0],
-            ..MentionPairs::default()
-        };
-        for &(h, t) in entity_pairs {
-            for &mh in &clusters[h] {
-                for &mt in &clusters[t] {
-                    let (a, b) = (places[mh], places[mt]);
-                    out.head.push(mh);
-                    out.tail.push(mt);
-                    out.token_distance.push(token_distance(a.words, b.words));
-                    out.sentence_distance
-                        .push(a.words.sent.abs_diff(b.words.sent));
-                    out.context.push(context(a.pieces, b.pieces));
-                }
-            }
-            out.offsets.push(out.head.len());
-        }
-        out
-    }
-
-    pub fn len(&self) -> usize {
-        self.head.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.head.is_empty()
-    }
-
-    /// The mention pairs of entity pairs `rows` (indices into this list's entity pairs), in
-    /// that order.
-    pub fn select(&self, rows: &[usize]) -> MentionPairs {
-        let mut out = MentionPairs {
-            offsets: vec![0],
-            ..MentionPairs::default()
-        };
-        for &r in rows {
-            let range = self.offsets[r]..self.offsets[r + 1];
-            out.head.extend_from_slice(&self.head[range.clone()]);
-            out.tail.extend_from_slice(&self.tail[range.clone()]);
-            out.token_distance
-                .extend_from_slice(&self.token_distance[range.clone()]);
-            out.sentence_distance
-                .extend_from_slice(&self.sentence_distance[range.clone()]);
-            out.context.extend_from_slice(&self.context[range]);
-            out.offsets.push(out.head.len());
-        }
-        out
-    }
-
-    /// For each entity pair, the index of its mention pair with the smallest `key` (the first
-    /// on ties). Entity pairs without mention pairs cannot occur (clusters are non-empty).
-    pub fn pick<K: Ord>(&self, key: impl Fn(usize) -> K) -> Vec<usize> {
-        self.offsets
-            .windows(2)
-            .map(|w| (w[0]..w[1]).min_by_key(|&p| key(p)).unwrap_or(w[0]))
-            .collect()
-    }
-}
-
-/// Word distance as in the reference: `first` is the mention starting strictly earlier (on a tie
-/// the tail), `max(0, second.start − (first.end − 1))`; adjacent mentions are at distance 1.
-pub fn token_distance(head: Span, tail: Span) -> usize {
-    let (first, second) = if head.start < tail.start {
-        (head, tail)
-    } else {
-        (tail, head)
-    };
-    (second.start + 1).saturating_sub(first.end)
-}
-
-/// The pieces strictly between two piece ranges, if any (the same for both orders).
-pub fn context(a: (usize, usize), b: (usize, usize)) -> Option<(usize, usize)> {
-    if a.1 < b.0 {
-        Some((a.1, b.0))
-    } else if b.1 < a.0 {
-        Some((b.1, a.0))
-    } else {
-        None
-    }
-}
-
-/// What the relation heads read, for a batch of documents.
-pub struct RelationInput<'a> {
-    /// Range-max table over the encoder states (contexts).
-    pub pool: &'a RangeMax,
-    /// `[M, H]`, rows indexed by `MentionPairs::head/tail`.
-    pub mention_reprs: &'a Tensor,
-    /// `[E, H]` (dropped out).
-    pub entity_reprs: &'a Tensor,
-    /// `[E]` type indices (gold in training, argmax at inference).
-    pub entity_types: &'a Tensor,
-    pub entity_pairs: &'a [(usize, usize)],
-    pub mention_pairs: &'a MentionPairs,
-}
-
-/// How the relation heads run.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RelationPass {
-    /// With dropout; no evidence.
-    Train,
-    /// Evidence is counted only for the entity pairs with some relation probability at or
-    /// above `threshold`: only their relations are output.
-    Infer { threshold: f32 },
-}
-
-impl RelationPass {
-    fn train(self) -> bool {
-        self == RelationPass::Train
-    }
-}
-
-/// Logits `[R, relation types]`, and for MRC at inference, per mention pair, how many hidden
-/// dimensions it wins in its entity pair's max-pool (for evidence; 0 in the entity pairs the
-/// pass's threshold leaves without relations).
-pub struct RelationOutput {
-    pub logits: Tensor,
-    pub wins: Option<Tensor>,
-}
-
-pub enum RelationClassifier {
-    Mrc(Mrc),
-    Grc(Grc),
-}
-
-impl RelationClassifier {
-    /// Builds the configured head under the model root `p` (its parameter names differ).
-    pub fn new(
-        p: &nn::Path,
-        hidden: i64,
-        heads: &HeadConfig,
-        entity_types: i64,
-        relation_types: i64,
-    ) -> RelationClassifier {
-        match heads.relation_head {
-            RelationHead::Mrc => RelationClassifier::Mrc(Mrc::new(
-                p / "relation_classification",
-                hidden,
-                heads,
-                entity_types,
-                relation_types,
-            )),
-            RelationHead::Grc => {
-                RelationClassifier::Grc(Grc::new(p, hidden, heads, entity_types, relation_types))
-            }
-        }
-    }
-
-    pub fn forward(
-        &self,
-        input: &RelationInput,
-        pass: RelationPass,
-        chunk_rows: i64,
-    ) -> RelationOutput {
-        match self {
-            RelationClassifier::Mrc(m) => m.forward(input, pass, chunk_rows),
-            RelationClassifier::Grc(g) => RelationOutput {
-                logits: g.forward(input, pass.train()),
-                wins: None,
-            },
-        }
-    }
-
-    /// Computes once the products of the head's weights alone that every inference batch would
-    /// otherwise recompute. Only for replicas whose weights no longer change: a later weight
-    /// update would not reach them.
-    pub fn freeze(&mut self) {
-        if let RelationClassifier::Mrc(m) = self {
-            m.frozen = Some(tch::no_grad(|| m.folded_weights()));
-        }
-    }
-
-    /// Evidence per entity pair (index into the mention pairs): MRC, the pair winning the most
-    /// max-pool dimensions; GRC, the closest pair (token, then sentence distance).
-    pub fn evidence(&self, pairs: &MentionPairs, wins: Option<&[i64]>) -> Vec<usize> {
-        match wins {
-            Some(wins) => pairs.pick(|p| std::cmp::Reverse(wins[p])),
-            None => pairs.pick(|p| (pairs.token_distance[p], pairs.sentence_distance[p])),
-        }
-    }
-}
+use super::{pair_ends, RelationInput, RelationOutput, RelationPass};
 
 /// The multi-instance relation classifier (parameters under `relation_classification`).
 pub struct Mrc {
@@ -243,14 +30,14 @@ pub struct Mrc {
     meta: i64,
     dropout: f64,
     /// The folding products, once the weights are frozen (see [`RelationClassifier::freeze`]).
-    frozen: Option<FoldedWeights>,
+    pub(super) frozen: Option<FoldedWeights>,
 }
 
 /// What folding `rel_linear` into a batch's pair tables needs besides the batch's own rows:
 /// the distance blocks and the context weight times `rel_linear`'s pooled block, and the
 /// entity type table. A product of weights alone: 0.33 GFLOP per batch (mostly the 750 distance
 /// rows) unless frozen.
-struct FoldedWeights {
+pub(super) struct FoldedWeights {
     distance: Tensor,
     w_ctx: Tensor,
     types: Tensor,
@@ -301,7 +88,7 @@ impl Mrc {
 
     /// The per-part projections of `pair_linear` for this input: mention and entity rows, the
     /// distance tables (bias folded into the sentence table) and the context weight.
-    fn tables(&self, input: &RelationInput) -> PairTables {
+    pub(super) fn tables(&self, input: &RelationInput) -> PairTables {
         let [tok, sent] = self.distance_blocks();
         let blocks = [
             self.project(input.mention_reprs, 1),
@@ -328,7 +115,7 @@ impl Mrc {
         self.pair_linear.columns(0, self.hidden).tr()
     }
 
-    fn folded_weights(&self) -> FoldedWeights {
+    pub(super) fn folded_weights(&self) -> FoldedWeights {
         let w = self.w_pooled();
         FoldedWeights {
             distance: Tensor::cat(&self.distance_blocks(), 0).matmul(&w),
@@ -337,7 +124,7 @@ impl Mrc {
         }
     }
 
-    fn forward(
+    pub(super) fn forward(
         &self,
         input: &RelationInput,
         pass: RelationPass,
@@ -545,7 +332,7 @@ impl Mrc {
     /// `[R, H]`: per entity pair, the max over its mention pairs of the (dropped-out) pair
     /// representations built from `tables`; at inference also the pair representations, to
     /// count their evidence wins.
-    fn pool_pairs(
+    pub(super) fn pool_pairs(
         &self,
         input: &RelationInput,
         tables: &PairTables,
@@ -584,6 +371,15 @@ impl Mrc {
                 chunks: kept,
             },
         )
+    }
+
+    /// The same head without dropout, for the exactness test (the fields are this module's).
+    #[cfg(test)]
+    pub(super) fn without_dropout(self) -> Mrc {
+        Mrc {
+            dropout: 0.0,
+            ..self
+        }
     }
 
     /// The unsplit `pair_linear` over the concatenation `[ctx; m_h; m_t; e_h; e_t; tok; sent]`
@@ -642,7 +438,7 @@ impl Mrc {
 
 /// The pair representations of [`Mrc::pool_pairs`] at inference, chunk by chunk (`start`,
 /// `len`, `[len, H]`), with each mention pair's entity pair.
-struct KeptPairs {
+pub(super) struct KeptPairs {
     entity_pair: Tensor,
     chunks: Vec<(i64, i64, Tensor)>,
 }
@@ -651,7 +447,7 @@ impl KeptPairs {
     /// `[P]`: how many dimensions of its entity pair's max-pool (`pooled`, `[R, H]`) each
     /// mention pair attains. Only in the entity pairs where `needed` (`[R]`, bool) is true, 0
     /// elsewhere: evidence matters only where a relation is output.
-    fn wins(&self, pooled: &Tensor, needed: &Tensor) -> Tensor {
+    pub(super) fn wins(&self, pooled: &Tensor, needed: &Tensor) -> Tensor {
         let device = pooled.device();
         let counts: Vec<Tensor> = self
             .chunks
@@ -678,7 +474,7 @@ impl KeptPairs {
 /// tok | sent, block `k` from row `starts[k]`; typed tables add head and tail entity type
 /// blocks), so a pair's non-context terms are one fused row sum; its context is pooled and
 /// multiplied by `w_ctx` (`[H, out]`).
-struct PairTables {
+pub(super) struct PairTables {
     rows: Tensor,
     /// First row of each block, then the row count.
     starts: Vec<i64>,
@@ -731,343 +527,5 @@ impl PairTables {
             starts,
             w_ctx: weights.w_ctx.shallow_clone(),
         }
-    }
-}
-
-/// Head and tail entity indices of the entity pairs, as device tensors.
-fn pair_ends(pairs: &[(usize, usize)], device: tch::Device) -> (Tensor, Tensor) {
-    let heads: Vec<i64> = pairs.iter().map(|p| p.0 as i64).collect();
-    let tails: Vec<i64> = pairs.iter().map(|p| p.1 as i64).collect();
-    (index_tensor(&heads, device), index_tensor(&tails, device))
-}
-
-/// The global relation classifier: `FFNN([e_h; e_t; type_h; type_t])`, split exactly into
-/// per-entity and per-type projections.
-pub struct Grc {
-    entity_embeddings: Tensor,
-    entity_pair_linear: Linear,
-    rel_classifier: Linear,
-    hidden: i64,
-    meta: i64,
-    dropout: f64,
-}
-
-impl Grc {
-    /// Parameters under the model root: `entity_pair_representation.{entity_embeddings,
-    /// entity_pair_linear}` and `relation_classification.rel_classifier`.
-    pub fn new(
-        root: &nn::Path,
-        hidden: i64,
-        heads: &HeadConfig,
-        entity_types: i64,
-        relation_types: i64,
-    ) -> Grc {
-        let e = heads.meta_embedding_size;
-        let rep = root / "entity_pair_representation";
-        Grc {
-            entity_embeddings: embedding(&rep / "entity_embeddings", entity_types, e),
-            entity_pair_linear: Linear::new(
-                &rep / "entity_pair_linear",
-                2 * hidden + 2 * e,
-                hidden,
-            ),
-            rel_classifier: Linear::new(
-                root / "relation_classification" / "rel_classifier",
-                hidden,
-                relation_types,
-            ),
-            hidden,
-            meta: e,
-            dropout: heads.dropout,
-        }
-    }
-
-    fn forward(&self, input: &RelationInput, train: bool) -> Tensor {
-        let device = input.entity_reprs.device();
-        let (h, e) = (self.hidden, self.meta);
-        let w = |from, len| self.entity_pair_linear.columns(from, len).tr();
-        let (heads, tails) = pair_ends(input.entity_pairs, device);
-        let head_types = input.entity_types.index_select(0, &heads);
-        let tail_types = input.entity_types.index_select(0, &tails);
-        let rep = input.entity_reprs.matmul(&w(0, h)).index_select(0, &heads)
-            + input.entity_reprs.matmul(&w(h, h)).index_select(0, &tails)
-            + (self.entity_embeddings.matmul(&w(2 * h, e)) + &self.entity_pair_linear.bias)
-                .index_select(0, &head_types)
-            + self
-                .entity_embeddings
-                .matmul(&w(2 * h + e, e))
-                .index_select(0, &tail_types);
-        self.rel_classifier
-            .forward(&rep.relu().dropout(self.dropout, train))
-    }
-
-    /// The unsplit layer over `[e_h; e_t; type_h; type_t]` (no dropout), for the exactness test.
-    #[cfg(test)]
-    pub(crate) fn forward_concat(&self, input: &RelationInput) -> Tensor {
-        let device = input.entity_reprs.device();
-        let (heads, tails) = pair_ends(input.entity_pairs, device);
-        let x = Tensor::cat(
-            &[
-                input.entity_reprs.index_select(0, &heads),
-                input.entity_reprs.index_select(0, &tails),
-                self.entity_embeddings
-                    .index_select(0, &input.entity_types.index_select(0, &heads)),
-                self.entity_embeddings
-                    .index_select(0, &input.entity_types.index_select(0, &tails)),
-            ],
-            1,
-        );
-        self.rel_classifier
-            .forward(&self.entity_pair_linear.forward(&x).relu())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::pool::group_max;
-    use tch::Device;
-
-    fn span(start: usize, end: usize, sent: usize) -> Span {
-        Span { start, end, sent }
-    }
-
-    #[test]
-    fn distances_and_contexts_follow_the_reference() {
-        // Adjacent mentions are at distance 1, overlapping ones at 0, in either order.
-        assert_eq!(token_distance(span(0, 2, 0), span(2, 3, 0)), 1);
-        assert_eq!(token_distance(span(2, 3, 0), span(0, 2, 0)), 1);
-        assert_eq!(token_distance(span(0, 2, 0), span(5, 6, 0)), 4);
-        assert_eq!(token_distance(span(0, 4, 0), span(1, 2, 0)), 0);
-        assert_eq!(token_distance(span(3, 4, 0), span(3, 6, 0)), 0);
-        assert_eq!(context((0, 3), (3, 5)), None);
-        assert_eq!(context((0, 3), (5, 7)), Some((3, 5)));
-        assert_eq!(context((5, 7), (0, 3)), Some((3, 5)));
-        assert_eq!(context((0, 6), (2, 3)), None);
-    }
-
-    /// Mentions spread over a long document (distances beyond every table), clusters, pairs.
-    struct Fixture {
-        pool: RangeMax,
-        mention_reprs: Tensor,
-        entity_reprs: Tensor,
-        types: Tensor,
-        entity_pairs: Vec<(usize, usize)>,
-        pairs: MentionPairs,
-    }
-
-    fn fixture(hidden: i64) -> Fixture {
-        let states = Tensor::randn([60, hidden], (Kind::Float, Device::Cpu));
-        let pool = RangeMax::new(&states, 60);
-        let places = vec![
-            MentionPlace {
-                words: span(0, 2, 0),
-                pieces: (0, 3),
-            },
-            MentionPlace {
-                words: span(2, 3, 0),
-                pieces: (3, 4),
-            },
-            MentionPlace {
-                words: span(900, 901, 70),
-                pieces: (20, 22),
-            },
-            MentionPlace {
-                words: span(5000, 5003, 400),
-                pieces: (40, 45),
-            },
-            MentionPlace {
-                words: span(901, 902, 70),
-                pieces: (22, 23),
-            },
-            MentionPlace {
-                words: span(5001, 5002, 400),
-                pieces: (41, 42),
-            },
-            MentionPlace {
-                words: span(7, 9, 1),
-                pieces: (8, 11),
-            },
-        ];
-        let ranges: Vec<(usize, usize)> = places.iter().map(|p| p.pieces).collect();
-        let mention_reprs = pool.query(&ranges);
-        // Entities 2 and 3 have one mention: their pairs take the folded inference path.
-        let clusters = vec![vec![0, 2], vec![1, 3, 5], vec![4], vec![6]];
-        let members: Vec<i64> = clusters.iter().flatten().map(|&m| m as i64).collect();
-        let owners: Vec<i64> = clusters
-            .iter()
-            .enumerate()
-            .flat_map(|(e, c)| std::iter::repeat_n(e as i64, c.len()))
-            .collect();
-        let entity_reprs = group_max(
-            &mention_reprs.index_select(0, &Tensor::from_slice(&members)),
-            &Tensor::from_slice(&owners),
-            4,
-        );
-        let entity_pairs = vec![
-            (0, 1),
-            (1, 0),
-            (0, 2),
-            (2, 0),
-            (1, 2),
-            (2, 1),
-            (2, 3),
-            (3, 2),
-        ];
-        let pairs = MentionPairs::build(&places, &clusters, &entity_pairs);
-        Fixture {
-            pool,
-            mention_reprs,
-            entity_reprs,
-            types: Tensor::from_slice(&[2i64, 0, 1, 1]),
-            entity_pairs,
-            pairs,
-        }
-    }
-
-    fn input(f: &Fixture) -> RelationInput<'_> {
-        RelationInput {
-            pool: &f.pool,
-            mention_reprs: &f.mention_reprs,
-            entity_reprs: &f.entity_reprs,
-            entity_types: &f.types,
-            entity_pairs: &f.entity_pairs,
-            mention_pairs: &f.pairs,
-        }
-    }
-
-    #[test]
-    fn mrc_split_equals_concatenation_in_any_chunking() {
-        tch::manual_seed(3);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let mrc = Mrc::new(
-            vs.root() / "relation_classification",
-            16,
-            &HeadConfig::default(),
-            3,
-            5,
-        );
-        let f = fixture(16);
-        let input = input(&f);
-        assert_eq!(f.pairs.len(), 2 * (6 + 2 + 3 + 1));
-        assert!(f.pairs.token_distance.iter().any(|&d| d > 700));
-        assert!(f.pairs.sentence_distance.iter().any(|&d| d > 50));
-
-        let owner: Vec<i64> = f
-            .pairs
-            .offsets
-            .windows(2)
-            .enumerate()
-            .flat_map(|(r, w)| std::iter::repeat_n(r as i64, w[1] - w[0]))
-            .collect();
-        let expected = group_max(
-            &mrc.pair_repr_concat(&input),
-            &Tensor::from_slice(&owner),
-            f.entity_pairs.len() as i64,
-        );
-        for chunk in [1, 2, 5, 1000] {
-            let (pooled, kept) = mrc.pool_pairs(&input, &mrc.tables(&input), false, chunk);
-            assert!(
-                pooled.allclose(&expected, 1e-5, 1e-5, false),
-                "chunk {chunk}"
-            );
-            // Every hidden dimension is won by some mention pair of its entity pair.
-            let every = Tensor::ones([f.entity_pairs.len() as i64], (Kind::Bool, Device::Cpu));
-            let wins = Vec::<i64>::try_from(kept.wins(&pooled, &every)).unwrap();
-            for w in f.pairs.offsets.windows(2) {
-                assert!(wins[w[0]..w[1]].iter().sum::<i64>() >= 16);
-            }
-        }
-        // Inference folds single-pair entity pairs; training does not: both equal the
-        // concatenation, and every dimension of a single pair is its own win.
-        let concat = mrc.classify_concat(&expected, &input);
-        let every = RelationPass::Infer { threshold: 0.0 };
-        for chunk in [1, 3, 1000] {
-            let out = mrc.forward(&input, every, chunk);
-            assert_eq!(out.logits.size(), [8, 5]);
-            assert!(
-                out.logits.allclose(&concat, 1e-5, 1e-5, false),
-                "chunk {chunk}"
-            );
-            let wins = Vec::<i64>::try_from(out.wins.unwrap()).unwrap();
-            assert_eq!(wins[f.pairs.offsets[6]..], [16, 16]);
-            for w in f.pairs.offsets.windows(2) {
-                assert!(wins[w[0]..w[1]].iter().sum::<i64>() >= 16);
-            }
-            let trained = mrc.forward(&input, RelationPass::Train, chunk);
-            assert!(trained.wins.is_none());
-        }
-        // With a threshold, only entity pairs with a relation at or above it count wins (a
-        // single pair's are known without counting); the counts there are unchanged.
-        let all_wins = Vec::<i64>::try_from(mrc.forward(&input, every, 3).wins.unwrap()).unwrap();
-        let best = Vec::<f32>::try_from(concat.sigmoid().amax(1, false)).unwrap();
-        let mut sorted = best.clone();
-        sorted.sort_by(f32::total_cmp);
-        let threshold = sorted[best.len() / 2];
-        let out = mrc.forward(&input, RelationPass::Infer { threshold }, 3);
-        let wins = Vec::<i64>::try_from(out.wins.unwrap()).unwrap();
-        let mut skipped = 0;
-        for (r, w) in f.pairs.offsets.windows(2).enumerate() {
-            let range = w[0]..w[1];
-            if best[r] >= threshold || range.len() == 1 {
-                assert_eq!(wins[range.clone()], all_wins[range], "entity pair {r}");
-            } else {
-                assert!(wins[range].iter().all(|&n| n == 0), "entity pair {r}");
-                skipped += 1;
-            }
-        }
-        assert!(
-            skipped > 0,
-            "the threshold {threshold} skipped no entity pair"
-        );
-        // Frozen, the folding products are computed once: the same logits.
-        let unfrozen = mrc.forward(&input, every, 3).logits;
-        let mut frozen = RelationClassifier::Mrc(mrc);
-        frozen.freeze();
-        let RelationClassifier::Mrc(mrc) = frozen else {
-            unreachable!()
-        };
-        assert!(mrc.frozen.is_some());
-        let out = mrc.forward(&input, every, 3).logits;
-        assert!(out.allclose(&unfrozen, 1e-6, 1e-6, false));
-        assert!(out.allclose(&concat, 1e-5, 1e-5, false));
-        let no_dropout = Mrc {
-            dropout: 0.0,
-            ..mrc
-        };
-        let trained = no_dropout.forward(&input, RelationPass::Train, 2).logits;
-        assert!(trained.allclose(&concat, 1e-5, 1e-5, false));
-    }
-
-    #[test]
-    fn grc_split_equals_concatenation() {
-        tch::manual_seed(4);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let heads = HeadConfig {
-            relation_head: RelationHead::Grc,
-            ..HeadConfig::default()
-        };
-        let grc = RelationClassifier::new(&vs.root(), 16, &heads, 3, 5);
-        let f = fixture(16);
-        let input = input(&f);
-        let split = grc
-            .forward(&input, RelationPass::Infer { threshold: 0.5 }, 7)
-            .logits;
-        let RelationClassifier::Grc(g) = &grc else {
-            panic!("GRC expected")
-        };
-        assert!(split.allclose(&g.forward_concat(&input), 1e-5, 1e-5, false));
-        let names: Vec<String> = vs.variables().into_keys().collect();
-        for key in [
-            "entity_pair_representation.entity_embeddings.weight",
-            "entity_pair_representation.entity_pair_linear.weight",
-            "relation_classification.rel_classifier.weight",
-        ] {
-            assert!(names.contains(&key.to_string()), "{key}");
-        }
-        // GRC evidence: the closest mention pair of each entity pair.
-        let ev = grc.evidence(&f.pairs, None);
-        assert_eq!(f.pairs.head[ev[0]], 0);
-        assert_eq!(f.pairs.tail[ev[0]], 1);
     }
 }
