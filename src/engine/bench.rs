@@ -6,9 +6,14 @@
 //! removed. Model loading is excluded from both. Each encoder-only pass runs between two
 //! pipeline runs and is compared with their mean: the shared machine's speed drifts over
 //! minutes (whole runs 10% apart), and bracketing cancels a steady drift.
+//!
+//! The measuring lives here, in backends that wrap the model's: the pipeline's own backend only
+//! predicts.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded};
 use serde::Serialize;
@@ -16,10 +21,10 @@ use serde::Serialize;
 use super::pipeline::StageSeconds;
 use tch::Device;
 
-use super::worker::{device_loop, BackendFactory, Batch, Mode};
+use super::worker::{device_loop, Backend, BackendFactory, Batch, ModelFactory};
 use super::{execute, init_logging, prepare_job, JobOverrides, LogFormat};
 use crate::error::{Error, Result};
-use crate::model::PreparedDoc;
+use crate::model::{DocPrediction, GoldInput, LoadedModel, PreparedDoc};
 
 /// `jerex bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -88,8 +93,88 @@ pub struct BenchResult {
     pub peak_rss_bytes: u64,
     pub devices: Vec<String>,
     pub threads: usize,
-    pub stage_seconds: StageSeconds,
+    pub stage_seconds: BenchStages,
     pub startup_seconds: f64,
+}
+
+/// The pipeline's busy seconds per stage, and the part of the device stage in the encoder
+/// (`device - encoder` is the heads).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BenchStages {
+    #[serde(flatten)]
+    pub stages: StageSeconds,
+    pub encoder: f64,
+}
+
+/// What the benchmark's backends share: the batches the pipeline formed (when they are to be
+/// replayed through the encoder alone) and the seconds spent in the encoder.
+#[derive(Default)]
+struct Measured {
+    record: bool,
+    batches: Mutex<Vec<Vec<PreparedDoc>>>,
+    encoder_nanos: AtomicU64,
+}
+
+/// How a benchmark replica runs a batch.
+#[derive(Clone, Copy)]
+enum Pass {
+    /// Every head, timing the encoder and recording the batch (a batch split in halves after a
+    /// failure is recorded as its halves too, which only lengthens the encoder-only pass).
+    Pipeline,
+    /// The encoder alone; the predictions are empty.
+    EncoderOnly,
+}
+
+/// Replicas of the job's model that measure as they run.
+struct MeasuringFactory<'a> {
+    model: &'a ModelFactory,
+    pass: Pass,
+    measured: Arc<Measured>,
+}
+
+impl BackendFactory for MeasuringFactory<'_> {
+    fn create(&self, device: Device) -> Result<Box<dyn Backend>> {
+        Ok(Box::new(MeasuringBackend {
+            loaded: self.model.load(device)?,
+            thresholds: self.model.thresholds,
+            device,
+            pass: self.pass,
+            measured: Arc::clone(&self.measured),
+        }))
+    }
+}
+
+struct MeasuringBackend {
+    loaded: LoadedModel,
+    thresholds: crate::model::Thresholds,
+    device: Device,
+    pass: Pass,
+    measured: Arc<Measured>,
+}
+
+impl Backend for MeasuringBackend {
+    fn predict(&mut self, batch: &[PreparedDoc]) -> Result<Vec<DocPrediction>> {
+        let model = &self.loaded.model;
+        let start = Instant::now();
+        let encoded = model.encode_batch(batch);
+        // CUDA runs asynchronously: wait, so the time measured is the encoder's work.
+        if let Device::Cuda(i) = self.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+        let nanos = start.elapsed().as_nanos() as u64;
+        self.measured
+            .encoder_nanos
+            .fetch_add(nanos, Ordering::Relaxed);
+        match self.pass {
+            Pass::EncoderOnly => Ok(vec![DocPrediction::default(); batch.len()]),
+            Pass::Pipeline => {
+                if self.measured.record {
+                    self.measured.batches.lock().unwrap().push(batch.to_vec());
+                }
+                model.predict_encoded(&encoded, &self.thresholds, GoldInput::None)
+            }
+        }
+    }
 }
 
 /// Runs the benchmark and prints its JSON object on stdout.
@@ -151,9 +236,8 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
     crate::alloc::release_freed();
     crate::alloc::reset_peak();
     // Each pass rewrites every unit: no other process may write there meanwhile.
-    let mut p = prepare_job(&job_file, &overrides, super::Shard::ALL, true, false)?;
+    let p = prepare_job(&job_file, &overrides, super::Shard::ALL, true, false)?;
     let no_encoder_pass = args.no_encoder_pass || args.long_size.is_some();
-    p.config.keep_batches = !no_encoder_pass;
     let passes = args.repeat as usize;
     let pipeline_runs = if no_encoder_pass { passes } else { passes + 1 };
     let (mut runs, mut encoder) = (Vec::new(), Vec::new());
@@ -161,31 +245,43 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
     // add to the process's high-water mark.
     let mut peak = 0;
     for i in 0..pipeline_runs {
-        let mut report = execute(&p.config, &p.model, &p.factory)?;
+        let replay = !no_encoder_pass && i < passes;
+        let measured = Arc::new(Measured {
+            record: replay,
+            ..Measured::default()
+        });
+        let factory = MeasuringFactory {
+            model: &p.factory,
+            pass: Pass::Pipeline,
+            measured: Arc::clone(&measured),
+        };
+        let report = execute(&p.config, &p.model, &factory)?;
         if peak == 0 {
             peak = crate::alloc::peak_rss_bytes().unwrap_or(0);
         }
-        if !no_encoder_pass && i < passes {
-            encoder.push(encoder_only(
-                &p.factory,
-                &p.config.devices,
-                std::mem::take(&mut report.batches_kept),
-            )?);
+        if replay {
+            let batches = std::mem::take(&mut *measured.batches.lock().unwrap());
+            let encoder_factory = MeasuringFactory {
+                model: &p.factory,
+                pass: Pass::EncoderOnly,
+                measured: Arc::default(),
+            };
+            encoder.push(encoder_only(&encoder_factory, &p.config.devices, batches)?);
         }
-        report.batches_kept.clear();
-        runs.push(report);
+        let in_encoder = Duration::from_nanos(measured.encoder_nanos.load(Ordering::Relaxed));
+        runs.push((report, in_encoder.as_secs_f64()));
     }
     // Same documents both ways, so the speed ratio is a ratio of seconds.
     let ratios: Vec<f64> = encoder
         .iter()
         .enumerate()
-        .map(|(i, e)| e / ((runs[i].seconds + runs[i + 1].seconds) / 2.0).max(1e-9))
+        .map(|(i, e)| e / ((runs[i].0.seconds + runs[i + 1].0.seconds) / 2.0).max(1e-9))
         .collect();
     let encoder_seconds = (!encoder.is_empty()).then(|| median(encoder.iter().copied()));
-    let pipeline_seconds: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
+    let pipeline_seconds: Vec<f64> = runs.iter().map(|r| r.0.seconds).collect();
     // The run whose end-to-end speed is the median supplies the per-run details.
-    runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-    let report = runs.swap_remove(runs.len() / 2);
+    runs.sort_by(|a, b| a.0.seconds.total_cmp(&b.0.seconds));
+    let (report, in_encoder) = runs.swap_remove(runs.len() / 2);
     let docs_per_s = report.documents as f64 / report.seconds.max(1e-9);
     let encoder_docs_per_s = encoder_seconds.map(|e| report.documents as f64 / e.max(1e-9));
     let result = BenchResult {
@@ -206,7 +302,10 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
         peak_rss_bytes: peak,
         devices: report.devices.iter().map(|d| d.device.clone()).collect(),
         threads: p.config.threads,
-        stage_seconds: report.stages,
+        stage_seconds: BenchStages {
+            stages: report.stages,
+            encoder: in_encoder,
+        },
         startup_seconds: report.startup_seconds,
     };
     println!(
@@ -246,9 +345,7 @@ fn encoder_only(
             .enumerate()
             .map(|(i, &device)| {
                 let (rx, done_tx) = (rx.clone(), done_tx.clone());
-                s.spawn(move || {
-                    device_loop(i, device, factory, Mode::EncodeOnly, rx, done_tx, None)
-                })
+                s.spawn(move || device_loop(i, device, factory, rx, done_tx, None))
             })
             .collect();
         handles

@@ -103,7 +103,6 @@ impl LongDoc {
         for (k, o) in g.outcomes.iter_mut().enumerate() {
             match o.take().expect("every segment is done") {
                 Outcome::Predicted(p) => preds.push(p),
-                Outcome::Encoded => {}
                 Outcome::Failed(e) => {
                     return Some((
                         Outcome::Failed(format!("segment {k} of {n}: {e}")),
@@ -112,12 +111,8 @@ impl LongDoc {
                 }
             }
         }
-        let outcome = if preds.len() == n {
-            Outcome::Predicted(segment::merge(&self.segments, &preds))
-        } else {
-            Outcome::Encoded
-        };
-        Some((outcome, g.seconds))
+        let merged = segment::merge(&self.segments, &preds);
+        Some((Outcome::Predicted(merged), g.seconds))
     }
 }
 

@@ -169,8 +169,6 @@ pub fn prepare_job(
             compression: job.writer.compression,
             rows_per_part: job.writer.rows_per_part,
         }),
-        mode: worker::Mode::Predict,
-        keep_batches: false,
         progress,
         checks: job.input_checks(),
         first_seen: Some(Arc::new(first_seen)),

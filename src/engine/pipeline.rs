@@ -30,7 +30,7 @@ use super::checks::{Abort, FirstSeen, InputChecks, Screen};
 use super::job::{BatchConfig, Compression, OutputFormat};
 use super::long::{self, LongDoc, SegmentOf};
 use super::manifest::{self, DocCounts, Manifest, PartRecord, UnitRecord};
-use super::worker::{device_loop, Backend, BackendFactory, Batch, Done, Mode, Outcome};
+use super::worker::{device_loop, Backend, BackendFactory, Batch, Done, Outcome};
 use crate::alloc::ReleaseFollower;
 use crate::corpus::parquet::{self, InputColumns, RowResult};
 use crate::corpus::Document;
@@ -212,9 +212,6 @@ pub struct PipelineConfig {
     pub threads: usize,
     /// `None`: decode but write nothing (benchmarks of the compute path).
     pub output: Option<OutputSettings>,
-    pub mode: Mode,
-    /// Keep every batch's prepared documents in the report (to replay them, e.g. encoder-only).
-    pub keep_batches: bool,
     pub progress: bool,
     /// Size limits, duplicate ids and strict mode.
     pub checks: InputChecks,
@@ -238,8 +235,6 @@ pub struct StageSeconds {
     pub prepare: f64,
     pub bucket: f64,
     pub device: f64,
-    /// The part of `device` spent in the encoder; `device - encoder` is the heads.
-    pub encoder: f64,
     pub decode: f64,
     pub write: f64,
 }
@@ -250,7 +245,6 @@ struct StageClock {
     prepare: AtomicU64,
     bucket: AtomicU64,
     device: AtomicU64,
-    encoder: AtomicU64,
     decode: AtomicU64,
     write: AtomicU64,
 }
@@ -267,7 +261,6 @@ impl StageClock {
             prepare: s(&self.prepare),
             bucket: s(&self.bucket),
             device: s(&self.device),
-            encoder: s(&self.encoder),
             decode: s(&self.decode),
             write: s(&self.write),
         }
@@ -313,8 +306,6 @@ pub struct Report {
     pub unit_errors: Vec<Error>,
     /// The best-scoring relations (for the human-readable summary).
     pub examples: Vec<RelationRow>,
-    /// Every batch's documents, when `keep_batches` was set.
-    pub batches_kept: Vec<Vec<PreparedDoc>>,
 }
 
 /// What the engine carries along with each prepared document.
@@ -412,7 +403,6 @@ pub fn execute_skipping(
     let device_errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
     let padded = AtomicU64::new(0);
     let real = AtomicU64::new(0);
-    let batches_kept = Mutex::new(Vec::new());
     let abort = Abort::default();
 
     let result = std::thread::scope(|s| -> Result<Report> {
@@ -628,9 +618,7 @@ pub fn execute_skipping(
                     inner: factory,
                     first_ready,
                 };
-                if let Err(e) =
-                    device_loop(i, device, &ready, cfg.mode, batch_rx, done_tx, Some(pool))
-                {
+                if let Err(e) = device_loop(i, device, &ready, batch_rx, done_tx, Some(pool)) {
                     tracing::error!("{e}");
                     device_reports.lock().unwrap()[i].error = Some(e.to_string());
                     device_errors.lock().unwrap().push(e);
@@ -642,7 +630,7 @@ pub fn execute_skipping(
 
         // Decoder: table rows on the rayon pool, overlapped with the devices' next batches.
         let decode_write_tx = write_tx;
-        let (device_reports, batches_kept) = (&device_reports, &batches_kept);
+        let device_reports = &device_reports;
         s.spawn(move || {
             let mut memory = ReleaseFollower::default();
             for done in done_rx {
@@ -656,18 +644,11 @@ pub fn execute_skipping(
                     r.seconds += done.seconds;
                     r.retries += done.retries;
                 }
-                let nanos = |s: f64| (s * 1e9) as u64;
                 clock
                     .device
-                    .fetch_add(nanos(done.seconds), Ordering::Relaxed);
-                clock
-                    .encoder
-                    .fetch_add(nanos(done.encoder_seconds), Ordering::Relaxed);
+                    .fetch_add((done.seconds * 1e9) as u64, Ordering::Relaxed);
                 let results = decode(&done, cfg, model, pool);
                 StageClock::add(&clock.decode, t);
-                if cfg.keep_batches {
-                    batches_kept.lock().unwrap().push(done.batch.docs);
-                }
                 if decode_write_tx.send(WriterMsg::Docs(results)).is_err() {
                     return;
                 }
@@ -706,7 +687,6 @@ pub fn execute_skipping(
     report.word_pieces = real.load(Ordering::Relaxed) as usize;
     report.padded_word_pieces = padded.load(Ordering::Relaxed) as usize;
     report.batches = report.devices.iter().map(|d| d.batches).sum();
-    report.batches_kept = batches_kept.into_inner().unwrap();
     Ok(report)
 }
 
@@ -806,7 +786,6 @@ fn decode(
                         Ok(rows) => (Status::Ok, None, rows),
                         Err(e) => (Status::Failed, Some(e.to_string()), DocRows::default()),
                     },
-                    Outcome::Encoded => (Status::Ok, None, DocRows::default()),
                     Outcome::Failed(e) => (Status::Failed, Some(e.clone()), DocRows::default()),
                 };
                 DocResult {

@@ -23,13 +23,6 @@ use crate::model::{DocPrediction, GoldInput, JerexModel, LoadedModel, PreparedDo
 pub trait Backend: Send {
     /// Runs every head on a batch: one prediction per document, in order.
     fn predict(&mut self, batch: &[PreparedDoc]) -> Result<Vec<DocPrediction>>;
-    /// Runs only the encoder on the same batch (the ceiling `jerex bench` compares against).
-    fn encode_only(&mut self, batch: &[PreparedDoc]) -> Result<()>;
-    /// Seconds `predict` has spent in the encoder so far (the rest is the heads); 0 when the
-    /// backend cannot tell.
-    fn encoder_seconds(&self) -> f64 {
-        0.0
-    }
 }
 
 /// Creates the backend of one device. Called inside the device's worker thread, so a replica is
@@ -48,18 +41,23 @@ pub struct ModelFactory {
     pub threads: usize,
 }
 
-impl BackendFactory for ModelFactory {
-    fn create(&self, device: Device) -> Result<Box<dyn Backend>> {
+impl ModelFactory {
+    /// One frozen replica on `device` (a CPU replica with this factory's intra-op threads).
+    pub fn load(&self, device: Device) -> Result<LoadedModel> {
         if device == Device::Cpu {
             tch::set_num_threads(self.threads.max(1) as i32);
         }
         let mut loaded = JerexModel::load(&self.dir, device, self.precision)?;
         loaded.model.freeze();
+        Ok(loaded)
+    }
+}
+
+impl BackendFactory for ModelFactory {
+    fn create(&self, device: Device) -> Result<Box<dyn Backend>> {
         Ok(Box::new(ModelBackend {
-            loaded,
+            loaded: self.load(device)?,
             thresholds: self.thresholds,
-            device,
-            encoder_seconds: 0.0,
         }))
     }
 }
@@ -67,54 +65,23 @@ impl BackendFactory for ModelFactory {
 struct ModelBackend {
     loaded: LoadedModel,
     thresholds: Thresholds,
-    device: Device,
-    encoder_seconds: f64,
-}
-
-impl ModelBackend {
-    /// CUDA runs asynchronously: wait, so the time measured is the work done.
-    fn synchronize(&self) {
-        if let Device::Cuda(i) = self.device {
-            tch::Cuda::synchronize(i as i64);
-        }
-    }
 }
 
 impl Backend for ModelBackend {
     fn predict(&mut self, batch: &[PreparedDoc]) -> Result<Vec<DocPrediction>> {
         let model = &self.loaded.model;
-        let start = Instant::now();
-        let encoded = model.encode_batch(batch);
-        self.synchronize();
-        self.encoder_seconds += start.elapsed().as_secs_f64();
-        model.predict_encoded(&encoded, &self.thresholds, GoldInput::None)
+        model.predict_encoded(
+            &model.encode_batch(batch),
+            &self.thresholds,
+            GoldInput::None,
+        )
     }
-
-    fn encoder_seconds(&self) -> f64 {
-        self.encoder_seconds
-    }
-
-    fn encode_only(&mut self, batch: &[PreparedDoc]) -> Result<()> {
-        let encoded = self.loaded.model.encode_batch(batch);
-        self.synchronize();
-        drop(encoded);
-        Ok(())
-    }
-}
-
-/// What a worker does with each batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Predict,
-    EncodeOnly,
 }
 
 /// The outcome of one document.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Predicted(DocPrediction),
-    /// Encoder-only mode: nothing to decode.
-    Encoded,
     Failed(String),
 }
 
@@ -134,8 +101,6 @@ pub struct Done<T> {
     pub device: usize,
     /// Seconds on the device (retries included).
     pub seconds: f64,
-    /// Of `seconds`, those in the encoder (0 when the backend cannot tell).
-    pub encoder_seconds: f64,
     /// Sub-batches run because of failures.
     pub retries: usize,
 }
@@ -165,26 +130,21 @@ pub fn run_split(
     device: &str,
     backend: &mut dyn Backend,
     docs: &[PreparedDoc],
-    mode: Mode,
 ) -> (Vec<Outcome>, usize) {
-    let result = match mode {
-        Mode::Predict => guarded(device, "predict", || backend.predict(docs)).and_then(|p| {
-            if p.len() == docs.len() {
-                Ok(p.into_iter().map(Outcome::Predicted).collect())
-            } else {
-                Err(Error::Device {
-                    device: device.to_string(),
-                    message: format!(
-                        "backend returned {} predictions for {} documents",
-                        p.len(),
-                        docs.len()
-                    ),
-                })
-            }
-        }),
-        Mode::EncodeOnly => guarded(device, "encode", || backend.encode_only(docs))
-            .map(|()| vec![Outcome::Encoded; docs.len()]),
-    };
+    let result = guarded(device, "predict", || backend.predict(docs)).and_then(|p| {
+        if p.len() == docs.len() {
+            Ok(p.into_iter().map(Outcome::Predicted).collect())
+        } else {
+            Err(Error::Device {
+                device: device.to_string(),
+                message: format!(
+                    "backend returned {} predictions for {} documents",
+                    p.len(),
+                    docs.len()
+                ),
+            })
+        }
+    });
     match result {
         Ok(outcomes) => (outcomes, 0),
         Err(e) if docs.len() == 1 => (vec![Outcome::Failed(e.to_string())], 0),
@@ -195,8 +155,8 @@ pub fn run_split(
                 "batch failed, retrying in halves: {e}"
             );
             let (left, right) = docs.split_at(docs.len() / 2);
-            let (mut a, ra) = run_split(device, backend, left, mode);
-            let (b, rb) = run_split(device, backend, right, mode);
+            let (mut a, ra) = run_split(device, backend, left);
+            let (b, rb) = run_split(device, backend, right);
             a.extend(b);
             (a, ra + rb + 2)
         }
@@ -212,7 +172,6 @@ pub fn device_loop<T: Send>(
     index: usize,
     device: Device,
     factory: &dyn BackendFactory,
-    mode: Mode,
     batches: Receiver<Batch<T>>,
     done: Sender<Done<T>>,
     cpu_pool: Option<&rayon::ThreadPool>,
@@ -223,17 +182,15 @@ pub fn device_loop<T: Send>(
     let mut memory = crate::alloc::ReleasePolicy::here();
     for batch in batches {
         let start = Instant::now();
-        let encoder_before = backend.encoder_seconds();
-        let (outcomes, retries) = run_split(&name, backend.as_mut(), &batch.docs, mode);
+        // Predictions come back to the host, so on CUDA too this is the work done.
+        let (outcomes, retries) = run_split(&name, backend.as_mut(), &batch.docs);
         let seconds = start.elapsed().as_secs_f64();
-        let encoder_seconds = backend.encoder_seconds() - encoder_before;
         tracing::debug!(device = %name, docs = batch.docs.len(), seconds, "batch done");
         let out = Done {
             batch,
             outcomes,
             device: index,
             seconds,
-            encoder_seconds,
             retries,
         };
         if done.send(out).is_err() {

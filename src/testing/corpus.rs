@@ -6,7 +6,6 @@ use tch::Device;
 
 use crate::corpus::Document;
 use crate::engine::pipeline::OutputSettings;
-use crate::engine::worker::Mode;
 use crate::engine::{sample, PipelineConfig, Unit};
 use crate::testing::repo_root;
 
@@ -43,8 +42,6 @@ pub fn pipeline_config(units: &[Unit], out: &Path) -> PipelineConfig {
             compression: Default::default(),
             rows_per_part: 1_000_000,
         }),
-        mode: Mode::Predict,
-        keep_batches: false,
         progress: false,
         checks: Default::default(),
         first_seen: None,

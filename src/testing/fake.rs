@@ -102,10 +102,6 @@ impl Backend for FakeBackend {
             .map(|d| fake_predict(d, &self.factory))
             .collect())
     }
-
-    fn encode_only(&mut self, batch: &[PreparedDoc]) -> Result<()> {
-        self.check(batch)
-    }
 }
 
 /// A number in [0, 1) from a string.
