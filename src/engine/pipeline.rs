@@ -376,7 +376,11 @@ pub fn execute_skipping(
     let clock = StageClock::default();
     // Only for the progress bar: a unreadable footer is reported when the unit is read, and
     // must not stop the other units.
-    let total_rows: usize = cfg.units.iter().map(|u| u.rows().unwrap_or(0)).sum();
+    // Read only for a bar: on an object store every footer costs a request.
+    let total_rows: usize = match cfg.progress {
+        true => cfg.units.iter().map(|u| u.rows().unwrap_or(0)).sum(),
+        false => 0,
+    };
     let progress = progress_bar(cfg.progress, total_rows);
     let manifest = match &cfg.output {
         Some(o) => Some(Manifest::create(&o.dir)?),
@@ -956,7 +960,7 @@ fn write_stage(
                 let u = &cfg.units[unit];
                 let (seen, parts) = (done.seen, done.parts.each_ref().map(Vec::len));
                 let committed = match manifest {
-                    Some(m) if done.broken => m.abandon(u).map(|()| false),
+                    Some(m) if done.broken => m.abandon(u, &done.parts).map(|()| false),
                     Some(m) => m.commit(&done.record(u)).map(|()| true),
                     None => Ok(false),
                 };
@@ -1056,7 +1060,7 @@ fn write_table<R: TableRow>(
 ) -> Result<()> {
     while rows.len() >= rows_per_part || (complete && !rows.is_empty()) {
         let batch = rows.take(rows_per_part)?;
-        let stem = format!("part-{}-{:05}", unit.hash, parts.len());
+        let stem = w.stem(&unit.hash, parts.len());
         let path = w.write(R::TABLE, &stem, &batch)?;
         let file = path.file_name().expect("a part file name");
         parts.push(PartRecord {
