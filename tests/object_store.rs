@@ -151,6 +151,13 @@ impl Drop for Moto {
     }
 }
 
+/// One test at a time: each runs several processes (moto, jerex) that contend for the cores
+/// when the tests run side by side, and a timed kill needs a run that progresses steadily.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -347,6 +354,7 @@ fn check_only_committed_parts(out: &Path) {
 
 #[test]
 fn an_s3_run_writes_the_tables_of_a_local_run_and_resumes() {
+    let _serial = serial();
     let (Some(fx), Some(moto)) = (fixture(), Moto::start(&[])) else {
         return;
     };
@@ -403,6 +411,7 @@ fn an_s3_run_writes_the_tables_of_a_local_run_and_resumes() {
 
 #[test]
 fn a_killed_s3_run_resumes_to_exactly_the_rows_of_an_uninterrupted_run() {
+    let _serial = serial();
     let (Some(fx), Some(moto)) = (fixture(), Moto::start(&[])) else {
         return;
     };
@@ -430,7 +439,8 @@ fn a_killed_s3_run_resumes_to_exactly_the_rows_of_an_uninterrupted_run() {
             break true;
         }
         assert!(start.elapsed() < Duration::from_secs(300), "run hangs");
-        std::thread::sleep(Duration::from_millis(20));
+        // Each look is a listing request: not so often that the server slows the run down.
+        std::thread::sleep(Duration::from_millis(250));
     };
     assert!(killed, "the run ended before the kill");
     assert!(moto
@@ -448,6 +458,7 @@ fn a_killed_s3_run_resumes_to_exactly_the_rows_of_an_uninterrupted_run() {
 
 #[test]
 fn two_shards_write_one_prefix_and_an_incremental_job_runs_on_s3() {
+    let _serial = serial();
     let (Some(fx), Some(moto)) = (fixture(), Moto::start(&[])) else {
         return;
     };
@@ -515,6 +526,7 @@ fn failing(c: &mut Command) -> (i32, String) {
 
 #[test]
 fn a_missing_bucket_refused_credentials_and_an_unreachable_store_are_reported() {
+    let _serial = serial();
     let (Some(fx), Some(moto)) = (fixture(), Moto::start(&[])) else {
         return;
     };
