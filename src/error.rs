@@ -57,10 +57,25 @@ pub enum Error {
          replace it, or choose another output directory"
     )]
     OtherJob { path: PathBuf, differences: String },
+    /// An object store refused or failed a request about `url`; `hint` says what that means
+    /// for the job (see [`crate::store`]).
+    #[error("{url}: {hint}{source}")]
+    Store {
+        url: String,
+        hint: &'static str,
+        class: ErrorClass,
+        #[source]
+        source: object_store::Error,
+    },
     /// Another live process writes the same output (see [`crate::engine::lease`]).
     #[error("{path}: {message}")]
     Busy { path: PathBuf, message: String },
 }
+
+/// The hint of an object store's refusal of the credentials.
+const DENIED: &str = "access denied: check the credentials (AWS_ACCESS_KEY_ID and \
+    AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*) and the bucket's \
+    permissions: ";
 
 fn join(errors: &[Error]) -> String {
     errors
@@ -95,15 +110,21 @@ impl Error {
     }
 
     /// A Parquet error about `path`; an I/O failure underneath (a full disk while writing)
-    /// stays an [`Error::Io`] so it is classed by its kind, not as bad data.
+    /// stays an [`Error::Io`] (an object store's failure an [`Error::Store`]) so it is classed by
+    /// its kind, not as bad data.
     pub fn parquet(path: impl Into<PathBuf>, e: parquet::errors::ParquetError) -> Self {
         match e {
             parquet::errors::ParquetError::External(inner) => {
+                let path = path.into();
                 match inner.downcast::<std::io::Error>() {
                     Ok(io) => Error::io(path, *io),
-                    Err(other) => Error::Parquet {
-                        path: path.into(),
-                        message: other.to_string(),
+                    Err(other) => match other.downcast::<object_store::Error>() {
+                        // Read from an object store: classed by the store's answer.
+                        Ok(os) => Error::store(path.to_string_lossy(), *os),
+                        Err(other) => Error::Parquet {
+                            path,
+                            message: other.to_string(),
+                        },
                     },
                 }
             }
@@ -111,6 +132,60 @@ impl Error {
                 path: path.into(),
                 message: e.to_string(),
             },
+        }
+    }
+
+    /// An object store's error about `url`, with a hint at what to fix and its class: a
+    /// missing bucket or object, refused credentials, a bad key or option cannot be fixed by
+    /// retrying; an unreachable or throttling store, a server error or a lost race can.
+    pub fn store(url: impl Into<String>, source: object_store::Error) -> Self {
+        use object_store::Error as E;
+        // Some requests (listings) wrap the store's answer in a generic error: its text says.
+        let mut text = source.to_string();
+        let mut cause = std::error::Error::source(&source);
+        while let Some(c) = cause {
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+        let denied = [
+            "403 Forbidden",
+            "401 Unauthorized",
+            "AccessDenied",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AuthorizationFailure",
+        ];
+        let (hint, class) = match &source {
+            _ if has(&[
+                "NoSuchBucket",
+                "ContainerNotFound",
+                "The specified bucket does not exist",
+            ]) =>
+            {
+                (
+                    "the bucket does not exist (or these credentials cannot see it): ",
+                    ErrorClass::Config,
+                )
+            }
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => (DENIED, ErrorClass::Config),
+            _ if has(&denied) => (DENIED, ErrorClass::Config),
+            E::NotFound { .. } => ("no such object: ", ErrorClass::Config),
+            E::InvalidPath { .. }
+            | E::NotSupported { .. }
+            | E::NotImplemented
+            | E::UnknownConfigurationKey { .. } => ("", ErrorClass::Config),
+            E::Generic { .. } => (
+                "the object store failed or could not be reached (retryable): ",
+                ErrorClass::Retryable,
+            ),
+            _ => ("", ErrorClass::Retryable),
+        };
+        Error::Store {
+            url: url.into(),
+            hint,
+            class,
+            source,
         }
     }
 
@@ -132,6 +207,7 @@ impl Error {
                 _ => ErrorClass::Retryable,
             },
             Error::Arrow(arrow::error::ArrowError::IoError(..)) => ErrorClass::Retryable,
+            Error::Store { class, .. } => *class,
             Error::Parquet { .. }
             | Error::Columns { .. }
             | Error::BadRow { .. }

@@ -18,6 +18,7 @@ pub mod output;
 pub mod paths;
 pub mod reference;
 pub mod schema;
+pub mod store;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod tokenize;

@@ -8,7 +8,6 @@
 //! [`Error`] naming the file: a missing column or wrong column type is [`Error::Columns`] (the
 //! job's columns do not fit the file), a corrupt or truncated file is [`Error::Parquet`].
 
-use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -16,13 +15,12 @@ use arrow::array::{Array, AsArray, BinaryArray, ListArray, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Schema};
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::{
-    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
-};
+use parquet::arrow::arrow_reader::{ArrowReaderBuilder, RowSelection, RowSelector};
 use parquet::arrow::ProjectionMask;
 
 use super::{text, Document, Word};
 use crate::error::{Error, Result};
+use crate::store;
 
 /// Rows decoded per step: bounds memory to a few hundred documents per reader.
 const BATCH_ROWS: usize = 256;
@@ -109,6 +107,27 @@ pub fn open_ids(
     reader(path, columns, groups, rows, false).map(IdReader)
 }
 
+/// What [`reader`] selects of a file: the projected columns, the row groups and rows, and the
+/// batch size, for either kind of source.
+struct Selection {
+    mask: ProjectionMask,
+    groups: Vec<usize>,
+    rows: Option<RowSelection>,
+}
+
+impl store::read::Settings for Selection {
+    fn apply<T>(&self, b: ArrowReaderBuilder<T>) -> ArrowReaderBuilder<T> {
+        let b = b
+            .with_projection(self.mask.clone())
+            .with_row_groups(self.groups.clone())
+            .with_batch_size(BATCH_ROWS);
+        match &self.rows {
+            Some(rows) => b.with_row_selection(rows.clone()),
+            None => b,
+        }
+    }
+}
+
 fn reader(
     path: &Path,
     columns: &InputColumns,
@@ -116,8 +135,8 @@ fn reader(
     rows: Option<Range<usize>>,
     content: bool,
 ) -> Result<DocReader> {
-    let builder = builder(path)?;
-    let count = builder.metadata().num_row_groups();
+    let source = builder(path)?;
+    let count = source.metadata().num_row_groups();
     if groups.start > groups.end || groups.end > count {
         return Err(Error::Parquet {
             path: path.to_path_buf(),
@@ -125,14 +144,14 @@ fn reader(
         });
     }
     let group_rows = |r: Range<usize>| -> usize {
-        builder.metadata().row_groups()[r]
+        source.metadata().row_groups()[r]
             .iter()
             .map(|g| g.num_rows() as usize)
             .sum()
     };
     let mut first_row = group_rows(0..groups.start);
     let total = group_rows(groups.clone());
-    let resolved = resolve(builder.schema(), columns).map_err(|message| Error::Columns {
+    let resolved = resolve(source.schema(), columns).map_err(|message| Error::Columns {
         path: path.to_path_buf(),
         message,
     })?;
@@ -141,11 +160,11 @@ fn reader(
         .filter(|(_, role)| content || *role == Role::Id)
         .map(|(i, _)| *i)
         .collect();
-    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let mut builder = builder
-        .with_projection(mask)
-        .with_row_groups(groups.clone().collect())
-        .with_batch_size(BATCH_ROWS);
+    let mut selection = Selection {
+        mask: ProjectionMask::roots(source.parquet_schema(), roots),
+        groups: groups.clone().collect(),
+        rows: None,
+    };
     if let Some(rows) = rows {
         if rows.start > rows.end || rows.end > total {
             return Err(Error::Parquet {
@@ -156,13 +175,13 @@ fn reader(
             });
         }
         first_row += rows.start;
-        builder = builder.with_row_selection(RowSelection::from(vec![
+        selection.rows = Some(RowSelection::from(vec![
             RowSelector::skip(rows.start),
             RowSelector::select(rows.len()),
             RowSelector::skip(total - rows.end),
         ]));
     }
-    let batches = builder.build().map_err(|e| Error::parquet(path, e))?;
+    let batches = source.build(path, &selection)?;
     let name = |role: Role| {
         resolved
             .iter()
@@ -187,7 +206,7 @@ pub struct DocReader {
     id: String,
     text: Option<String>,
     sentences: Option<String>,
-    batches: ParquetRecordBatchReader,
+    batches: store::read::Batches,
     batch: Option<(Rows, usize)>,
     next_row: usize,
     done: bool,
@@ -250,10 +269,15 @@ impl DocReader {
                     self.done = true;
                     return None;
                 }
-                Some(batch) => batch.map_err(Error::from).and_then(|b| self.rows(&b)),
+                Some(batch) => batch.and_then(|b| self.rows(&b)),
             };
             match next {
                 Ok(rows) => self.batch = Some((rows, 0)),
+                // An object store that failed or refused mid-read: not the file's fault.
+                Err(e @ Error::Store { .. }) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
                 Err(e) => {
                     // A decoding error leaves the stream in an unknown state: stop after it.
                     self.done = true;
@@ -409,9 +433,9 @@ fn pretokenized(id: &str, sentences: &dyn Array) -> std::result::Result<Document
     })
 }
 
-fn builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))
+/// Opens a file or object and reads its footer.
+fn builder(path: &Path) -> Result<store::read::Source> {
+    store::read::Source::open(path)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -513,6 +537,7 @@ mod tests {
     use arrow::array::{ArrayRef, Int64Array, LargeStringArray, ListBuilder, StringBuilder};
     use parquet::arrow::ArrowWriter;
     use parquet::file::properties::WriterProperties;
+    use std::fs::File;
     use std::sync::Arc;
 
     /// Writes `columns` to a Parquet file with `rows_per_group` rows per row group.

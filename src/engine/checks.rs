@@ -237,6 +237,9 @@ impl Abort {
 /// their I/O kind, so a read-only or misplaced directory is a configuration error and a full
 /// disk a retryable one.
 pub fn check_output_dir(dir: &Path) -> Result<()> {
+    if crate::store::is_url(dir) {
+        return check_output_prefix(dir);
+    }
     let fail = |e: std::io::Error| {
         let message = format!("output directory is not usable: {e}");
         Error::io(dir, std::io::Error::new(e.kind(), message))
@@ -248,6 +251,45 @@ pub fn check_output_dir(dir: &Path) -> Result<()> {
         .tempfile_in(dir)
         .map_err(fail)?;
     Ok(())
+}
+
+/// An object store output: the bucket must exist, be listable and take a new object (a
+/// hidden probe, deleted again) with the credentials in effect.
+fn check_output_prefix(dir: &Path) -> Result<()> {
+    crate::store::probe(dir)?;
+    let probe = dir.join(format!(".jerex-probe-{}", std::process::id()));
+    let Some(r) = crate::store::Location::remote(&probe)? else {
+        unreachable!("below an object store URL")
+    };
+    crate::store::put(&r, Vec::new())?;
+    crate::store::delete(&r)?;
+    Ok(())
+}
+
+/// Whether the object store input `spec` (an object, a prefix or a glob) would read the
+/// output `out` (another object store URL) back; `tables` are part files relative to it.
+fn reads_back_remote(spec: &str, out: &Path, tables: &[String]) -> bool {
+    let out = out.to_string_lossy();
+    let out = out.trim_end_matches('/');
+    if spec.contains(['*', '?', '[']) {
+        let options = glob::MatchOptions {
+            require_literal_separator: true,
+            ..Default::default()
+        };
+        return glob::Pattern::new(spec).is_ok_and(|p| {
+            tables
+                .iter()
+                .any(|t| p.matches_with(&format!("{out}/{t}"), options))
+        });
+    }
+    let spec = spec.trim_end_matches('/');
+    out == spec
+        || out.strip_prefix(spec).is_some_and(|rest| {
+            rest.starts_with('/')
+                && !rest
+                    .split('/')
+                    .any(|s| s.starts_with('.') || s.starts_with('_'))
+        })
 }
 
 /// Refuses an output directory that the job's inputs would read back as input next time:
@@ -281,9 +323,20 @@ pub fn check_output_outside_inputs(out: &Path, inputs: &[String]) -> Result<()> 
             .join(crate::schema::DOCUMENTS)
             .join("part-0.parquet"),
     ];
+    let relative_tables = [
+        format!("{}/part-0.parquet", crate::schema::DOCUMENTS),
+        format!(
+            "{}/run/{}/part-0.parquet",
+            super::incremental::RUNS_DIR,
+            crate::schema::DOCUMENTS
+        ),
+    ];
     for spec in inputs {
         let path = Path::new(spec);
-        let read_back = if path.is_dir() {
+        let (remote_in, remote_out) = (crate::store::is_url(path), crate::store::is_url(out));
+        let read_back = if remote_in || remote_out {
+            remote_in && remote_out && reads_back_remote(spec, out, &relative_tables)
+        } else if path.is_dir() {
             let real = path.canonicalize().ok();
             visible_below(&absolute(path), &out_abs)
                 || matches!((&real, &out_real), (Some(d), Some(o)) if visible_below(d, o))

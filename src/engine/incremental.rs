@@ -36,10 +36,10 @@ use super::manifest::{
 use super::pipeline::{Unit, TABLES};
 use super::Prepared;
 use crate::corpus::parquet::InputColumns;
-use crate::durable::{read_json, sync_dir, write_json_atomic};
 use crate::error::{Error, Result};
 use crate::output::{record_batch, PartWriter, Status, TableRow};
 use crate::schema;
+use crate::store::{self, Location};
 
 pub const STATE_DIR: &str = "_state";
 pub const RUNS_DIR: &str = "runs";
@@ -348,12 +348,13 @@ fn string_column(batch: &RecordBatch, name: &str, path: &Path) -> Result<StringA
 
 /// The record batches of one part file (Parquet or Arrow IPC, by extension).
 fn read_part(path: &Path) -> Result<Vec<RecordBatch>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let bytes = store::read_bytes(path)?
+        .ok_or_else(|| Error::io(path, std::io::ErrorKind::NotFound.into()))?;
     if path.extension().is_some_and(|e| e == "arrow") {
-        let reader = arrow::ipc::reader::FileReader::try_new(file, None)?;
+        let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)?;
         return Ok(reader.collect::<std::result::Result<_, _>>()?);
     }
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 8192)
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(bytes, 8192)
         .map_err(|e| Error::parquet(path, e))?;
     Ok(reader.collect::<std::result::Result<_, _>>()?)
 }
@@ -362,14 +363,11 @@ fn read_part(path: &Path) -> Result<Vec<RecordBatch>> {
 fn processed(run_dir: &Path) -> Result<Vec<(String, String, String)>> {
     let dir = run_dir.join(schema::DOCUMENTS);
     let mut out = Vec::new();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|e| Error::io(&dir, e))?
-        .map(|e| e.map(|e| e.path()).map_err(|e| Error::io(&dir, e)))
-        .collect::<Result<_>>()?;
-    entries.retain(|p| {
-        p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
-    });
+    let entries: Vec<PathBuf> = store::list_files(&dir)?
+        .into_iter()
+        .filter(|n| n.starts_with("part-"))
+        .map(|n| dir.join(n))
+        .collect();
     for path in entries {
         for batch in read_part(&path)? {
             let [ids, status, hashes, models] = ["doc_id", "status", "content_hash", "model_id"]
@@ -413,13 +411,10 @@ impl Increment {
         let out = p.job.output.dir.clone();
         let (state_dir, runs) = (out.join(STATE_DIR), out.join(RUNS_DIR));
         for dir in [&state_dir, &runs] {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            store::create_dir_all(dir)?;
         }
         let current_path = state_dir.join(CURRENT_FILE);
-        let mut current: Option<Current> = match current_path.is_file() {
-            true => Some(read_json(&current_path)?),
-            false => None,
-        };
+        let mut current: Option<Current> = store::read_json(&current_path)?;
         if let (Some(c), false) = (&current, existing == Existing::Resume) {
             tracing::warn!(run = %c.run_id, "discarding the unfinished incremental run");
             remove_dir_if_exists(&runs.join(&c.run_id))?;
@@ -432,9 +427,9 @@ impl Increment {
                 c.run_id
             }
             None => {
-                let run_id = new_run_id(&runs);
+                let run_id = new_run_id(&runs)?;
                 // Recorded first: from here on a rerun comes back to this run.
-                write_json_atomic(
+                store::write_json(
                     &current_path,
                     &Current {
                         run_id: run_id.clone(),
@@ -446,12 +441,12 @@ impl Increment {
         let run_dir = runs.join(&run_id);
         let record_path = run_dir.join(RUN_DIR).join(RUN_FILE);
         let model_id = &p.model.model_id;
-        let (baseline, comparison) = if record_path.is_file() {
-            let record: RunRecord = read_json(&record_path)?;
+        let record: Option<RunRecord> = store::read_json(&record_path)?;
+        let (baseline, comparison) = if let Some(record) = record {
             let saved = run_dir
                 .join(RUN_DIR)
                 .join(format!("{BASELINE_STEM}.parquet"));
-            let baseline = match saved.is_file() {
+            let baseline = match store::is_file(&saved)? {
                 true => read_state(&saved)?,
                 false => HashMap::new(),
             };
@@ -505,16 +500,12 @@ impl Increment {
         let inc_dir = run_dir.join(RUN_DIR);
         remove_dir_if_exists(&inc_dir)?;
         remove_dir_if_exists(&run_dir.join(schema::CHANGES))?;
-        std::fs::create_dir_all(&inc_dir).map_err(|e| Error::io(&inc_dir, e))?;
+        store::create_dir_all(&inc_dir)?;
         let state = state_path(out);
-        let baseline = match state.is_file() {
+        let baseline = match store::is_file(&state)? {
             true => {
-                // A hard link is a free snapshot: the state is replaced by rename, never
-                // rewritten in place.
                 let saved = inc_dir.join(format!("{BASELINE_STEM}.parquet"));
-                if std::fs::hard_link(&state, &saved).is_err() {
-                    std::fs::copy(&state, &saved).map_err(|e| Error::io(&saved, e))?;
-                }
+                snapshot(&state, &saved)?;
                 read_state(&saved)?
             }
             false => HashMap::new(),
@@ -541,7 +532,7 @@ impl Increment {
             changes: comparison.counts,
             changes_digest: digest(&comparison.changes),
         };
-        write_json_atomic(&inc_dir.join(RUN_FILE), &record)?;
+        store::write_json(&inc_dir.join(RUN_FILE), &record)?;
         Ok((baseline, comparison))
     }
 
@@ -584,7 +575,7 @@ impl Increment {
             run_id: self.run_id.clone(),
             changes: self.comparison.counts,
         };
-        write_json_atomic(&self.run_dir.join(manifest::SUCCESS_FILE), &done)?;
+        store::write_json(&self.run_dir.join(manifest::SUCCESS_FILE), &done)?;
         let mut state = self.baseline.clone();
         for c in &self.comparison.changes {
             state.remove(&c.doc_id);
@@ -608,7 +599,7 @@ impl Increment {
         .write(STATE_DIR, STATE_STEM, &record_batch(&rows)?)?;
         let state_dir = self.out.join(STATE_DIR);
         remove_file_if_exists(&state_dir.join(CURRENT_FILE))?;
-        sync_dir(&state_dir)
+        store::sync_dir(&state_dir)
     }
 
     /// One line for the end-of-run summary.
@@ -634,15 +625,27 @@ pub fn state_path(out: &Path) -> PathBuf {
 }
 
 /// A run id from the UTC time (runs sort by start), made unique among `runs`.
-fn new_run_id(runs: &Path) -> String {
+fn new_run_id(runs: &Path) -> Result<String> {
     let base = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let mut id = base.clone();
     let mut n = 1;
-    while runs.join(&id).exists() {
+    while store::exists(&runs.join(&id))? {
         n += 1;
         id = format!("{base}-{n}");
     }
-    id
+    Ok(id)
+}
+
+/// Saves the state file `state` as `saved`: a hard link is a free snapshot (the state is
+/// replaced by rename, never rewritten in place), else a copy (also within an object store).
+fn snapshot(state: &Path, saved: &Path) -> Result<()> {
+    if let (Some(from), Some(to)) = (Location::remote(state)?, Location::remote(saved)?) {
+        return store::copy(&from, &to);
+    }
+    if std::fs::hard_link(state, saved).is_err() {
+        std::fs::copy(state, saved).map_err(|e| Error::io(saved, e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

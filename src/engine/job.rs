@@ -52,6 +52,10 @@ pub struct Job {
     /// model's `heads.long_documents` limits for this job.
     #[serde(default)]
     pub long_documents: LongDocumentOverrides,
+    /// How object stores are reached when `input.paths` or `output.dir` are URLs (`s3://`,
+    /// `gs://`, `az://`): an S3-compatible endpoint and provider options (see [`crate::store`]).
+    #[serde(default)]
+    pub storage: crate::store::StorageConfig,
 }
 
 /// Nightly increments (see [`super::incremental`]).
@@ -311,7 +315,8 @@ impl Job {
     }
 
     /// Reads a job file and applies command-line overrides, then validates the result; errors
-    /// name the job file and the offending field.
+    /// name the job file and the offending field. Object stores are opened with the job's
+    /// `[storage]` from here on.
     pub fn load_with(path: &Path, overrides: &JobOverrides) -> Result<Job> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let fmt_err = |message| Error::Format {
@@ -321,13 +326,17 @@ impl Job {
         let mut job = Job::parse(&text).map_err(fmt_err)?;
         job.resolve_relative_to(path.parent().unwrap_or(Path::new(".")));
         overrides.apply(&mut job);
+        job.resolve_urls().map_err(fmt_err)?;
         job.validate().map_err(fmt_err)?;
+        // Inputs and outputs on object stores are opened with the job's `[storage]`.
+        crate::store::configure(&job.storage);
         Ok(job)
     }
 
     fn resolve_relative_to(&mut self, base: &Path) {
         let join = |p: &Path| {
-            if p.is_absolute() {
+            // URLs (`s3://`, `file://`) are resolved by `resolve_urls`.
+            if p.is_absolute() || p.to_str().is_some_and(|s| s.contains("://")) {
                 p.to_path_buf()
             } else {
                 normalize(&base.join(p))
@@ -340,6 +349,21 @@ impl Job {
         if let Some(dir) = &self.model.dir {
             self.model.dir = Some(join(dir));
         }
+    }
+
+    /// `file://` URLs become local paths; object store URLs stay; another scheme is an error.
+    fn resolve_urls(&mut self) -> std::result::Result<(), String> {
+        use crate::store::resolve;
+        for p in &mut self.input.paths {
+            if let Some(path) = resolve(p).map_err(|e| format!("input.paths: {e}"))? {
+                *p = path.to_string_lossy().into_owned();
+            }
+        }
+        let dir = self.output.dir.to_string_lossy().into_owned();
+        if let Some(path) = resolve(&dir).map_err(|e| format!("output.dir: {e}"))? {
+            self.output.dir = path;
+        }
+        Ok(())
     }
 
     /// Checks every value; the message names the field (`batch.max_docs: ...`).
@@ -461,7 +485,9 @@ impl Job {
         for spec in &self.input.paths {
             let path = Path::new(spec);
             let before = files.len();
-            if path.is_dir() {
+            if crate::store::is_url(path) {
+                files.extend(crate::store::read::expand_remote(spec)?);
+            } else if path.is_dir() {
                 collect_parquet(path, &mut files)?;
             } else if path.is_file() {
                 files.push(path.to_path_buf());
@@ -489,6 +515,7 @@ impl Job {
         // One file under two spellings (`./in/x.parquet` and `in/x.parquet`, a symbolic or a
         // hard link) is one input: read twice, its rows would be rejected as duplicates.
         files.sort();
+        files.dedup();
         let mut seen = HashSet::new();
         files.retain(|f| match std::fs::metadata(f) {
             Ok(m) => seen.insert((m.dev(), m.ino())),

@@ -14,6 +14,11 @@
 //!   taken over; the holder of a lease taken over finds out at its next unit commit, which fails,
 //!   so no unit is committed by two writers.
 //! - The lease is removed when the run ends, also on SIGTERM or Ctrl-C ([`release_all`]).
+//!
+//! On an object store the same protocol runs on conditional writes: the lease object is created
+//! with `PutMode::Create` (if-none-match), renewed and taken over with `PutMode::Update` against
+//! the version (etag) last read, so of two takers of a stale lease only one succeeds; its age is
+//! the store's last-modified time.
 
 use std::fs::File;
 use std::io::Write;
@@ -25,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::Shard;
 use crate::error::{Error, Result};
+use crate::store::{self, Location};
 
 pub const LEASES_DIR: &str = "_leases";
 /// How often a holder renews its lease.
@@ -64,10 +70,21 @@ impl Holder {
 struct Found {
     holder: Option<Holder>,
     age: Duration,
+    /// The object's version, for a conditional takeover (object stores).
+    version: Option<store::Version>,
 }
 
 impl Found {
     fn read(path: &Path) -> Result<Option<Found>> {
+        if let Some(r) = Location::remote(path)? {
+            return Ok(store::get(&r)?.map(|v| Found {
+                holder: serde_json::from_slice(&v.bytes).ok(),
+                age: SystemTime::now()
+                    .duration_since(v.modified)
+                    .unwrap_or(Duration::ZERO),
+                version: Some(v.version),
+            }));
+        }
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -85,6 +102,7 @@ impl Found {
             age: SystemTime::now()
                 .duration_since(modified)
                 .unwrap_or(Duration::ZERO),
+            version: None,
         }))
     }
 
@@ -115,7 +133,7 @@ impl Lease {
     /// clears or rewrites the whole directory), or fails with [`Error::Busy`] naming the holder.
     pub fn acquire(out: &Path, shard: Shard, exclusive: bool) -> Result<Lease> {
         let dir = out.join(LEASES_DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        store::create_dir_all(&dir)?;
         let path = dir.join(format!("{}-of-{}.json", shard.index, shard.count));
         let me = Holder {
             token: token(),
@@ -142,13 +160,9 @@ impl Lease {
         // keep taking it.
         let mut created = false;
         for _ in 0..3 {
-            match create(&path, &me) {
-                Ok(()) => {
-                    created = true;
-                    break;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io(&path, e)),
+            if create(&path, &me)? {
+                created = true;
+                break;
             }
             let Some(found) = Found::read(&path)? else {
                 continue;
@@ -157,7 +171,10 @@ impl Lease {
                 return Err(held(found));
             }
             tracing::warn!(lease = %path.display(), "taking over a stale lease");
-            take_over(&path, found.holder.as_ref())?;
+            if take_over(&path, &found, &me)? {
+                created = true;
+                break;
+            }
         }
         if !created {
             return Err(busy(format!(
@@ -167,9 +184,8 @@ impl Lease {
         }
         let lease = Lease::start(out, path, &me)?;
         // Leases of other names that overlap this one: see the module comment.
-        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
-            let other = entry.map_err(|e| Error::io(&dir, e))?.path();
-            let name = other.file_name().unwrap_or_default().to_string_lossy();
+        for name in store::list_files(&dir)? {
+            let other = dir.join(&name);
             if other == lease.path || name.starts_with('.') || !name.ends_with(".json") {
                 continue;
             }
@@ -250,21 +266,43 @@ pub fn release_all() {
     }
 }
 
-/// Creates `path` holding `me`, failing if it exists.
-fn create(path: &Path, me: &Holder) -> std::io::Result<()> {
-    let mut f = File::options().write(true).create_new(true).open(path)?;
-    let bytes = serde_json::to_vec_pretty(me).map_err(std::io::Error::other)?;
-    let written = f.write_all(&bytes).and_then(|()| f.sync_all());
-    if written.is_err() {
-        let _ = std::fs::remove_file(path);
+fn holder_bytes(me: &Holder) -> Vec<u8> {
+    serde_json::to_vec_pretty(me).expect("a holder serializes")
+}
+
+/// Creates `path` holding `me`: `Ok(false)` if it exists.
+fn create(path: &Path, me: &Holder) -> Result<bool> {
+    if let Some(r) = Location::remote(path)? {
+        return store::create(&r, holder_bytes(me));
     }
-    written
+    let mut f = match File::options().write(true).create_new(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let written = f.write_all(&holder_bytes(me)).and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(path);
+        return Err(Error::io(path, e));
+    }
+    Ok(true)
+}
+
+/// Takes over the stale lease `found` at `path`: `Ok(true)` when `me` now holds it (an object
+/// store: replaced only if still the version found), `Ok(false)` when the caller must try to
+/// create it again.
+fn take_over(path: &Path, found: &Found, me: &Holder) -> Result<bool> {
+    if let (Some(r), Some(version)) = (Location::remote(path)?, &found.version) {
+        return Ok(store::replace(&r, holder_bytes(me), version)?.is_some());
+    }
+    remove_stale(path, found.holder.as_ref())?;
+    Ok(false)
 }
 
 /// Removes the stale lease at `path` whose holder was `stale`. It is first renamed aside, so of
 /// two processes taking it over only one removes it; a file that turns out to be another,
 /// fresh lease (its taker was quicker) is put back.
-fn take_over(path: &Path, stale: Option<&Holder>) -> Result<()> {
+fn remove_stale(path: &Path, stale: Option<&Holder>) -> Result<()> {
     let aside = path.with_extension(format!("stale-{}", token()));
     match std::fs::rename(path, &aside) {
         Ok(()) => {}
@@ -292,31 +330,42 @@ fn renew(stop: &(Mutex<bool>, Condvar), path: &Path, token: &str) {
         if *stopped || !wait.timed_out() {
             continue;
         }
-        let mine = Found::read(path)
-            .ok()
-            .flatten()
-            .and_then(|f| f.holder)
-            .is_some_and(|h| h.token == token);
-        let touched = mine
-            && File::options()
-                .write(true)
-                .open(path)
-                .and_then(|f| f.set_modified(SystemTime::now()))
-                .is_ok();
-        if !touched {
+        if !touch(path, token) {
             tracing::error!(lease = %path.display(), "lost the lease: no more units are committed");
             return;
         }
     }
 }
 
+/// Renews the lease at `path` if it is still `token`'s: its modification time (a file), or the
+/// object rewritten if still at the version read.
+fn touch(path: &Path, token: &str) -> bool {
+    let Ok(Some(found)) = Found::read(path) else {
+        return false;
+    };
+    if found.holder.as_ref().is_none_or(|h| h.token != token) {
+        return false;
+    }
+    match (Location::remote(path), &found.version, &found.holder) {
+        (Ok(Some(r)), Some(version), Some(h)) => {
+            matches!(store::replace(&r, holder_bytes(h), version), Ok(Some(_)))
+        }
+        _ => File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(SystemTime::now()))
+            .is_ok(),
+    }
+}
+
 fn remove_if_mine(path: &Path, token: &str) {
-    let mine = std::fs::read(path)
+    let mine = store::read_bytes(path)
         .ok()
+        .flatten()
         .and_then(|b| serde_json::from_slice::<Holder>(&b).ok())
         .is_some_and(|h| h.token == token);
     if mine {
-        let _ = std::fs::remove_file(path);
+        let _ = store::remove_file(path);
     }
 }
 

@@ -20,7 +20,7 @@
 //! least one part in every table (an empty one where no unit wrote rows), so readers that list
 //! `TABLE/*.parquet` always find the table and its schema.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -29,10 +29,11 @@ use serde::{Deserialize, Serialize};
 use super::job::{Compression, Job, OutputFormat};
 use super::pipeline::{ModelInfo, Unit, TABLES};
 use super::plan::{PlannedUnit, Shard};
-use crate::durable::{read_json, sync_dir, temp_path, to_json, write_json_atomic, write_synced};
+use crate::durable::{sync_dir, to_json};
 use crate::error::{Error, Result};
 use crate::model::Thresholds;
 use crate::output::PartWriter;
+use crate::store;
 
 pub const MANIFEST_DIR: &str = "_manifest";
 pub const STAGING_DIR: &str = "_staging";
@@ -262,25 +263,46 @@ pub struct ShardRecord {
     pub finished: String,
 }
 
-/// The manifest of one output directory.
+/// The manifest of one output directory: the commit protocol of its units. Two back ends share
+/// it, chosen by where the output lives:
+///
+/// - a file system: a unit's parts are written to `_staging/<unit>/` and renamed into the
+///   tables when the unit is complete;
+/// - an object store (no rename): a unit's parts are written straight into the tables under
+///   names unique to the unit and this process's attempt (`part-<unit>-<attempt>-NNNNN`).
+///
+/// Either way the unit's record is written last and is the commit; a unit without a record
+/// leaves at most parts named `part-<unit>-*`, which a resume deletes before redoing it, and
+/// [`Manifest::finish`] deletes whatever part no record names before it writes `_SUCCESS`.
 #[derive(Debug, Clone)]
 pub struct Manifest {
     out: PathBuf,
+    /// Set on an object store: parts are written in place under names carrying it.
+    attempt: Option<String>,
 }
 
 impl Manifest {
+    fn new(out: &Path) -> Manifest {
+        let attempt = crate::store::is_url(out).then(|| {
+            let seed = format!("{}:{}:{}", std::process::id(), now(), rand::random::<u64>());
+            blake3::hash(seed.as_bytes()).to_hex()[..8].to_string()
+        });
+        Manifest {
+            out: out.to_path_buf(),
+            attempt,
+        }
+    }
+
     /// Creates the table and manifest folders below `out` (no fingerprint check: the pipeline
     /// uses this; `jerex run` goes through [`Manifest::open`]).
     pub fn create(out: &Path) -> Result<Manifest> {
-        let m = Manifest {
-            out: out.to_path_buf(),
-        };
+        let m = Manifest::new(out);
         let dirs = TABLES
             .iter()
             .map(|t| out.join(t))
             .chain([m.dir().join(UNITS_DIR), out.join(STAGING_DIR)]);
         for dir in dirs {
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            store::create_dir_all(&dir)?;
         }
         Ok(m)
     }
@@ -288,14 +310,12 @@ impl Manifest {
     /// Opens `out` for the job with `fingerprint`: records the fingerprint in a fresh directory,
     /// checks it against the recorded one otherwise (see [`Existing`]).
     pub fn open(out: &Path, fingerprint: &JobFingerprint, existing: Existing) -> Result<Manifest> {
-        let m = Manifest {
-            out: out.to_path_buf(),
-        };
+        let m = Manifest::new(out);
         if existing == Existing::Overwrite {
             m.clear()?;
         }
         let job_file = m.dir().join(JOB_FILE);
-        if !job_file.exists() {
+        if !store::is_file(&job_file)? {
             if let Some(part) = m.any_part()? {
                 return Err(Error::OtherJob {
                     path: out.to_path_buf(),
@@ -307,24 +327,17 @@ impl Manifest {
             }
         }
         let m = Manifest::create(out)?;
-        // Shards may start together: the first to link the file wins, the others compare.
-        let tmp = temp_path(&job_file);
-        write_synced(&tmp, &to_json(fingerprint, &job_file)?)?;
-        let linked = std::fs::hard_link(&tmp, &job_file);
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => sync_dir(&m.dir())?,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let recorded: JobFingerprint = read_json(&job_file)?;
-                let diff = fingerprint.differences(&recorded);
-                if !diff.is_empty() {
-                    return Err(Error::OtherJob {
-                        path: out.to_path_buf(),
-                        differences: diff.join("; "),
-                    });
-                }
+        // Shards may start together: the first to create the file wins, the others compare.
+        if !store::create_new(&job_file, to_json(fingerprint, &job_file)?)? {
+            let recorded: JobFingerprint = store::read_json(&job_file)?
+                .ok_or_else(|| Error::io(&job_file, std::io::ErrorKind::NotFound.into()))?;
+            let diff = fingerprint.differences(&recorded);
+            if !diff.is_empty() {
+                return Err(Error::OtherJob {
+                    path: out.to_path_buf(),
+                    differences: diff.join("; "),
+                });
             }
-            Err(e) => return Err(Error::io(&job_file, e)),
         }
         Ok(m)
     }
@@ -345,28 +358,44 @@ impl Manifest {
         self.out.join(STAGING_DIR).join(hash)
     }
 
+    /// File names in each table.
+    fn table_files(&self) -> Result<HashMap<&'static str, HashSet<String>>> {
+        TABLES
+            .iter()
+            .map(|&t| {
+                Ok((
+                    t,
+                    store::list_files(&self.out.join(t))?.into_iter().collect(),
+                ))
+            })
+            .collect()
+    }
+
     /// Finished units by hash: records whose parts are all in place (a record whose parts were
     /// deleted by hand counts as unfinished, so its unit is redone).
     pub fn finished(&self) -> Result<HashMap<String, UnitRecord>> {
         let dir = self.dir().join(UNITS_DIR);
         let mut out = HashMap::new();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Error::io(&dir, e)),
-        };
-        for entry in entries {
-            let path = entry.map_err(|e| Error::io(&dir, e))?.path();
-            let name = file_name(&path);
+        // Records first: a record seen had its parts in place before it was written, so the
+        // tables listed after it show them, also while other shards commit.
+        let names = store::list_files(&dir)?;
+        let mut records = Vec::new();
+        for name in names {
             if name.starts_with('.') || !name.ends_with(".json") {
                 continue;
             }
-            let record: UnitRecord = read_json(&path)?;
+            if let Some(record) = store::read_json::<UnitRecord>(&dir.join(&name))? {
+                records.push(record);
+            }
+        }
+        let tables = self.table_files()?;
+        for record in records {
             let missing = record.parts.iter().find_map(|(table, parts)| {
+                let present = tables.get(table.as_str());
                 parts
                     .iter()
+                    .find(|p| present.is_none_or(|files| !files.contains(&p.file)))
                     .map(|p| self.out.join(table).join(&p.file))
-                    .find(|p| !p.is_file())
             });
             match missing {
                 Some(p) => tracing::warn!(
@@ -396,8 +425,10 @@ impl Manifest {
             .collect();
         self.discard(&todo)?;
         // A kill between a record and the removal of its staging folder leaves the folder.
-        for u in mine {
-            remove_dir_if_exists(&self.staging(&u.hash))?;
+        if self.attempt.is_none() {
+            for u in mine {
+                remove_dir_if_exists(&self.staging(&u.hash))?;
+            }
         }
         Ok(todo)
     }
@@ -406,21 +437,29 @@ impl Manifest {
     /// done again from scratch without duplicating a row.
     pub fn discard(&self, units: &[Unit]) -> Result<()> {
         let records = self.dir().join(UNITS_DIR);
+        let recorded: HashSet<String> = store::list_files(&records)?.into_iter().collect();
         for u in units {
-            remove_file_if_exists(&self.record_path(&u.hash))?;
-            remove_dir_if_exists(&self.staging(&u.hash))?;
+            if recorded.contains(&format!("{}.json", u.hash)) {
+                remove_file_if_exists(&self.record_path(&u.hash))?;
+            }
+            if self.attempt.is_none() {
+                remove_dir_if_exists(&self.staging(&u.hash))?;
+            }
         }
-        sync_dir(&records)?;
-        let hashes: Vec<&str> = units.iter().map(|u| u.hash.as_str()).collect();
+        store::sync_dir(&records)?;
+        let hashes: HashSet<&str> = units.iter().map(|u| u.hash.as_str()).collect();
         for t in TABLES {
             let dir = self.out.join(t);
-            remove_parts(&dir, |name| hashes.iter().any(|h| part_of(name, h)))?;
-            sync_dir(&dir)?;
+            self.remove_parts(&dir, |name| {
+                unit_of(name).is_some_and(|h| hashes.contains(h))
+            })?;
+            store::sync_dir(&dir)?;
         }
         Ok(())
     }
 
-    /// A fresh staging folder for `unit` and a writer of part files into it.
+    /// A writer of `unit`'s part files: into a fresh staging folder, or (object store) into
+    /// the tables under names of this attempt.
     pub fn stage(
         &self,
         unit: &Unit,
@@ -429,46 +468,73 @@ impl Manifest {
     ) -> Result<PartWriter> {
         // Staging folders are per unit: a run whose lease was taken over must not touch them.
         super::lease::verify(&self.out)?;
+        if let Some(attempt) = &self.attempt {
+            return Ok(
+                PartWriter::new(&self.out, &TABLES, format, compression)?.with_attempt(attempt)
+            );
+        }
         let dir = self.staging(&unit.hash);
         remove_dir_if_exists(&dir)?;
         PartWriter::new(&dir, &TABLES, format, compression)
     }
 
-    /// Moves a complete unit's staged parts into the tables and records it. Its old record goes
-    /// first and the new one comes last, so at every instant either the record matches the
-    /// tables or there is no record (and a resume redoes the unit).
+    /// Commits a complete unit: moves its staged parts into the tables (file system) and
+    /// records it. Its old record goes first and the new one comes last, so at every instant
+    /// either the record matches the tables or there is no record (and a resume redoes the
+    /// unit).
     pub fn commit(&self, record: &UnitRecord) -> Result<()> {
         // A run whose lease was taken over leaves the tables to the new holder.
         super::lease::verify(&self.out)?;
         let path = self.record_path(&record.hash);
         if remove_file_if_exists(&path)? {
-            sync_dir(&self.dir().join(UNITS_DIR))?;
+            store::sync_dir(&self.dir().join(UNITS_DIR))?;
         }
         remove_file_if_exists(&self.out.join(SUCCESS_FILE))?;
+        if self.attempt.is_none() {
+            self.move_staged(record)?;
+        }
+        store::write_json(&path, record)?;
+        match self.attempt {
+            None => remove_dir_if_exists(&self.staging(&record.hash)),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Renames a unit's staged parts into the tables, after deleting the parts of an earlier
+    /// run of the unit (possibly more of them than this time).
+    fn move_staged(&self, record: &UnitRecord) -> Result<()> {
         let staging = self.staging(&record.hash);
         for t in TABLES {
             let dir = self.out.join(t);
-            // Parts of an earlier run of the unit, possibly more of them than this time.
-            remove_parts(&dir, |name| part_of(name, &record.hash))?;
+            self.remove_parts(&dir, |name| unit_of(name) == Some(record.hash.as_str()))?;
             for part in record.parts.get(t).into_iter().flatten() {
                 let (from, to) = (staging.join(t).join(&part.file), dir.join(&part.file));
                 std::fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
             }
             sync_dir(&dir)?;
         }
-        write_json_atomic(&path, record)?;
-        remove_dir_if_exists(&staging)
+        Ok(())
     }
 
-    /// Drops a unit that could not be completed (its staged parts never reach the tables).
-    pub fn abandon(&self, unit: &Unit) -> Result<()> {
-        remove_dir_if_exists(&self.staging(&unit.hash))
+    /// Drops a unit that could not be completed: its staged parts never reach the tables; on
+    /// an object store the parts it wrote (`written`, per table in [`TABLES`] order) are
+    /// deleted.
+    pub fn abandon(&self, unit: &Unit, written: &[Vec<PartRecord>; 4]) -> Result<()> {
+        if self.attempt.is_none() {
+            return remove_dir_if_exists(&self.staging(&unit.hash));
+        }
+        for (t, parts) in TABLES.iter().zip(written) {
+            for p in parts {
+                remove_file_if_exists(&self.out.join(t).join(&p.file))?;
+            }
+        }
+        Ok(())
     }
 
     /// After this process did its units (`mine`): records its shard of a sharded job when all of
     /// them are finished, and writes `_SUCCESS` when every planned unit is (whichever shard gets
-    /// here last), after an empty part (with `parts`) in each table no unit wrote rows to.
-    /// Returns the totals when the job is complete.
+    /// here last), after an empty part (with `parts`) in each table no unit wrote rows to and
+    /// after deleting every part no record names. Returns the totals when the job is complete.
     pub fn finish(
         &self,
         planned: &[Unit],
@@ -482,14 +548,14 @@ impl Manifest {
         if shard.count > 1 && done(mine) {
             let Shard { index, count } = shard;
             let dir = self.dir().join(SHARDS_DIR);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            store::create_dir_all(&dir)?;
             let record = ShardRecord {
                 index,
                 count,
                 units: mine.len(),
                 finished: now(),
             };
-            write_json_atomic(&dir.join(format!("{index}-of-{count}.json")), &record)?;
+            store::write_json(&dir.join(format!("{index}-of-{count}.json")), &record)?;
         }
         if !done(planned) {
             return Ok(None);
@@ -524,8 +590,35 @@ impl Manifest {
                 *count = 1;
             }
         }
-        write_json_atomic(&self.out.join(SUCCESS_FILE), &success)?;
+        if self.attempt.is_some() {
+            self.sweep(planned, &finished, parts)?;
+        }
+        store::write_json(&self.out.join(SUCCESS_FILE), &success)?;
         Ok(Some(success))
+    }
+
+    /// Deletes every part in the tables that no record of `planned` names (parts of attempts
+    /// that never committed, e.g. of a process killed mid-unit whose unit another shard or a
+    /// later run redid), so a reader of the finished job sees exactly its rows.
+    fn sweep(
+        &self,
+        planned: &[Unit],
+        finished: &HashMap<String, UnitRecord>,
+        parts: &PartWriter,
+    ) -> Result<()> {
+        for t in TABLES {
+            let mut keep: HashSet<&str> = planned
+                .iter()
+                .flat_map(|u| finished[&u.hash].parts.get(t).into_iter().flatten())
+                .map(|p| p.file.as_str())
+                .collect();
+            let empty = parts.part_path(t, EMPTY_PART);
+            let empty = file_name(&empty);
+            keep.insert(&empty);
+            let dir = self.out.join(t);
+            self.remove_parts(&dir, |name| !keep.contains(name))?;
+        }
+        Ok(())
     }
 
     /// Deletes the tables, the manifest, staging and `_SUCCESS` (nothing else in `out`).
@@ -543,17 +636,25 @@ impl Manifest {
     fn any_part(&self) -> Result<Option<PathBuf>> {
         for t in TABLES {
             let dir = self.out.join(t);
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries {
-                let path = entry.map_err(|e| Error::io(&dir, e))?.path();
-                if file_name(&path).starts_with("part-") {
-                    return Ok(Some(path));
-                }
+            if let Some(name) = store::list_files(&dir)?
+                .into_iter()
+                .find(|n| n.starts_with("part-"))
+            {
+                return Ok(Some(dir.join(name)));
             }
         }
         Ok(None)
+    }
+
+    /// Deletes the part files (and hidden temporary parts) in `dir` whose names `matches`.
+    fn remove_parts(&self, dir: &Path, matches: impl Fn(&str) -> bool) -> Result<()> {
+        for name in store::list_files(dir)? {
+            let part = name.strip_prefix('.').unwrap_or(&name).starts_with("part-");
+            if part && matches(&name) {
+                remove_file_if_exists(&dir.join(&name))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -562,27 +663,19 @@ pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// Whether `name` is a part of unit `hash`, or the hidden temporary file of one.
-fn part_of(name: &str, hash: &str) -> bool {
+/// The unit a part file (or the hidden temporary file of one) belongs to: the hash after
+/// `part-` (16 hex digits; `part-empty-*` belongs to no unit).
+fn unit_of(name: &str) -> Option<&str> {
     let name = name.strip_prefix('.').unwrap_or(name);
-    name.strip_prefix("part-")
-        .and_then(|rest| rest.strip_prefix(hash))
-        .is_some_and(|rest| rest.starts_with('-'))
+    let rest = name.strip_prefix("part-")?;
+    let (hash, _) = rest.split_once('-')?;
+    (hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hash)
 }
 
-fn remove_parts(dir: &Path, matches: impl Fn(&str) -> bool) -> Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
-    for entry in entries {
-        let path = entry.map_err(|e| Error::io(dir, e))?.path();
-        if matches(&file_name(&path)) {
-            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-        }
-    }
-    Ok(())
+/// Whether `name` is a part of unit `hash`, or the hidden temporary file of one.
+#[cfg(test)]
+fn part_of(name: &str, hash: &str) -> bool {
+    unit_of(name) == Some(hash)
 }
 
 fn file_name(path: &Path) -> String {
@@ -591,32 +684,31 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Removes a file or object; `Ok(false)` when there was none.
 pub(crate) fn remove_file_if_exists(path: &Path) -> Result<bool> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io(path, e)),
-    }
+    store::remove_file(path)
 }
 
+/// Removes a directory with everything in it (every object below a prefix), if it exists.
 pub(crate) fn remove_dir_if_exists(path: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(path, e)),
-    }
+    store::remove_dir(path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::durable::read_json;
 
     #[test]
     fn parts_are_matched_by_their_exact_unit() {
-        assert!(part_of("part-abc-00001.parquet", "abc"));
-        assert!(part_of(".part-abc-00001.parquet.77.tmp", "abc"));
-        assert!(!part_of("part-abcd-00001.parquet", "abc"));
-        assert!(!part_of("xpart-abc-00001.parquet", "abc"));
+        let abc = "0123456789abcdef";
+        assert!(part_of(&format!("part-{abc}-00001.parquet"), abc));
+        assert!(part_of(&format!(".part-{abc}-00001.parquet.77.tmp"), abc));
+        // An object store's part names carry the attempt after the unit.
+        assert!(part_of(&format!("part-{abc}-a1b2c3d4-00001.parquet"), abc));
+        assert!(!part_of(&format!("part-{abc}0-00001.parquet"), abc));
+        assert!(!part_of(&format!("xpart-{abc}-00001.parquet"), abc));
+        assert_eq!(unit_of("part-empty-00000.parquet"), None);
     }
 
     fn fingerprint(dir: &Path) -> JobFingerprint {

@@ -10,8 +10,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +21,7 @@ use super::job::{normalize, Job, JobOverrides};
 use super::pipeline::Unit;
 use crate::corpus::parquet::{check_columns, InputColumns};
 use crate::error::{Error, ErrorClass, Result};
+use crate::store::read::Input;
 
 /// What identifies an input file's content without reading all of it: its size, modification
 /// time and a hash of its Parquet footer (row groups, column chunk offsets and sizes,
@@ -73,21 +72,23 @@ struct Footer {
     hash: String,
 }
 
-/// Reads the footer of the Parquet file `file` of `len` bytes.
-fn footer(path: &Path, file: &mut File, len: u64, columns: &InputColumns) -> Result<Footer> {
+/// Reads the footer of the Parquet file `input` (two reads: the tail, then the metadata; range
+/// requests on an object store).
+fn footer(path: &Path, input: &mut Input, columns: &InputColumns) -> Result<Footer> {
     let corrupt = |message: String| Error::Parquet {
         path: path.to_path_buf(),
         message,
     };
-    let io = |e| Error::io(path, e);
-    let mut tail = [0u8; 8];
+    let len = input.len;
     if len < 12 {
         return Err(corrupt(format!(
             "{len} bytes are too few for a Parquet file"
         )));
     }
-    file.seek(SeekFrom::End(-8)).map_err(io)?;
-    file.read_exact(&mut tail).map_err(io)?;
+    let tail: [u8; 8] = input
+        .read_at(len - 8, 8)?
+        .try_into()
+        .expect("eight bytes were read");
     // An I/O failure under the Parquet reader stays an I/O error (see `Plan::new`).
     let meta_len = FooterTail::try_new(&tail)
         .map_err(|e| Error::parquet(path, e))?
@@ -97,9 +98,7 @@ fn footer(path: &Path, file: &mut File, len: u64, columns: &InputColumns) -> Res
             "the footer claims {meta_len} bytes of a {len}-byte file"
         )));
     }
-    let mut bytes = vec![0u8; meta_len as usize];
-    file.seek(SeekFrom::Start(len - 8 - meta_len)).map_err(io)?;
-    file.read_exact(&mut bytes).map_err(io)?;
+    let bytes = input.read_at(len - 8 - meta_len, meta_len as usize)?;
     let meta =
         ParquetMetaDataReader::decode_metadata(&bytes).map_err(|e| Error::parquet(path, e))?;
     let file_meta = meta.file_metadata();
@@ -167,8 +166,12 @@ fn split(groups: &[GroupSize], unit_rows: usize) -> Vec<Slice> {
 
 /// `file` relative to `base` (both made absolute against the working directory, lexically, so
 /// nothing is resolved on disk), with `/` separators: the part of a path that is the same on
-/// every machine mounting the job and its data in the same layout.
+/// every machine mounting the job and its data in the same layout (an object store URL as it is).
 fn stable_key(base: &Path, file: &Path) -> String {
+    // An object store URL names the object the same way on every machine.
+    if crate::store::is_url(file) {
+        return file.to_string_lossy().into_owned();
+    }
     let base = if base.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -189,14 +192,6 @@ fn stable_key(base: &Path, file: &Path) -> String {
         .skip(common)
         .map(|c| c.as_os_str().to_string_lossy().into_owned());
     up.chain(down).collect::<Vec<_>>().join("/")
-}
-
-/// Nanoseconds since the Unix epoch of `meta`'s modification time (0 when unknown).
-fn modified_ns(meta: &std::fs::Metadata) -> u64 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl Plan {
@@ -229,14 +224,13 @@ impl Plan {
         let mut units = Vec::new();
         let (mut fitting, mut misfits) = (0, Vec::<String>::new());
         for (key, path) in keyed {
-            let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-            let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+            let mut input = Input::open(path)?;
             let mut identity = FileIdentity {
-                bytes: meta.len(),
-                modified_ns: modified_ns(&meta),
+                bytes: input.len,
+                modified_ns: input.modified_ns,
                 footer: String::new(),
             };
-            let footer = match footer(path, &mut file, meta.len(), columns) {
+            let footer = match footer(path, &mut input, columns) {
                 Ok(footer) => footer,
                 // A corrupt or truncated file is still a unit: reading it reports the error
                 // (naming the file) and the other files are processed. Its size on disk stands
@@ -615,6 +609,7 @@ pub fn run(args: &PlanArgs) -> Result<Partition> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::fs::File;
 
     fn groups(rows: &[usize]) -> Vec<GroupSize> {
         rows.iter()

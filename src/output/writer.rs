@@ -1,7 +1,9 @@
 //! Atomic part files. Each part is written under a hidden temporary name in its table's
 //! directory, fsynced, renamed into place and the directory fsynced: a reader listing the
 //! directory (pyarrow, DuckDB skip names starting with `.`) sees whole files or nothing, and a
-//! crash leaves at most a stray temporary file, never a truncated part.
+//! crash leaves at most a stray temporary file, never a truncated part. Below an object store
+//! URL a part is uploaded under its final name (multipart when large): an object appears whole
+//! when its upload completes, or not at all.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -15,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::durable::sync_dir;
 use crate::error::{Error, Result};
+use crate::store::{self, write::Upload, Location};
 
 /// Output table file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -52,6 +55,8 @@ pub struct PartWriter {
     root: PathBuf,
     format: OutputFormat,
     compression: Compression,
+    /// Put into part names after the unit (see [`PartWriter::stem`]).
+    attempt: Option<String>,
 }
 
 impl PartWriter {
@@ -63,14 +68,29 @@ impl PartWriter {
         compression: Compression,
     ) -> Result<Self> {
         for t in tables {
-            let dir = root.join(t);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            store::create_dir_all(&root.join(t))?;
         }
         Ok(PartWriter {
             root: root.to_path_buf(),
             format,
             compression,
+            attempt: None,
         })
+    }
+
+    /// Names parts `part-<unit>-<attempt>-NNNNN`: the parts of two attempts at a unit never
+    /// share a name (where parts are written in place instead of renamed there).
+    pub fn with_attempt(mut self, attempt: &str) -> Self {
+        self.attempt = Some(attempt.to_string());
+        self
+    }
+
+    /// The stem of part `n` of unit `unit`.
+    pub fn stem(&self, unit: &str, n: usize) -> String {
+        match &self.attempt {
+            Some(a) => format!("part-{unit}-{a}-{n:05}"),
+            None => format!("part-{unit}-{n:05}"),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -88,6 +108,11 @@ impl PartWriter {
     pub fn write(&self, table: &str, stem: &str, batch: &RecordBatch) -> Result<PathBuf> {
         let dir = self.root.join(table);
         let target = self.part_path(table, stem);
+        if let Location::Remote(r) = Location::of(&target)? {
+            let upload = self.encode(Upload::new(&r), &target, batch)?;
+            upload.finish()?;
+            return Ok(target);
+        }
         let tmp = dir.join(format!(
             ".{}.{}.tmp",
             target.file_name().unwrap_or_default().to_string_lossy(),
@@ -106,8 +131,22 @@ impl PartWriter {
 
     fn write_file(&self, path: &Path, batch: &RecordBatch) -> Result<()> {
         let file = File::create(path).map_err(|e| Error::io(path, e))?;
-        let out = BufWriter::new(file);
-        let out = match self.format {
+        let out = self.encode(BufWriter::new(file), path, batch)?;
+        let file = out
+            .into_inner()
+            .map_err(|e| Error::io(path, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(path, e))
+    }
+
+    /// Writes `batch` as a whole file in the writer's format into `out` (named `path` in
+    /// errors) and hands `out` back.
+    fn encode<W: std::io::Write + Send>(
+        &self,
+        out: W,
+        path: &Path,
+        batch: &RecordBatch,
+    ) -> Result<W> {
+        Ok(match self.format {
             OutputFormat::Parquet => {
                 let pq_err = |e| Error::parquet(path, e);
                 let props = WriterProperties::builder()
@@ -142,11 +181,7 @@ impl PartWriter {
                 w.finish().map_err(arrow_err)?;
                 w.into_inner().map_err(arrow_err)?
             }
-        };
-        let file = out
-            .into_inner()
-            .map_err(|e| Error::io(path, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(path, e))
+        })
     }
 }
 

@@ -217,8 +217,11 @@ pub fn execute_skipping(
         .map_err(|e| Error::Config(format!("threads: {e}")))?;
     let clock = StageClock::default();
     // Only for the progress bar: a unreadable footer is reported when the unit is read, and
-    // must not stop the other units.
-    let total_rows: usize = cfg.units.iter().map(|u| u.rows().unwrap_or(0)).sum();
+    // must not stop the other units. On an object store every footer costs a request.
+    let total_rows: usize = match cfg.progress {
+        true => cfg.units.iter().map(|u| u.rows().unwrap_or(0)).sum(),
+        false => 0,
+    };
     let progress = progress_bar(cfg.progress, total_rows);
     let manifest = match &cfg.output {
         Some(o) => Some(Manifest::create(&o.dir)?),

@@ -143,7 +143,7 @@ pub(super) fn run(
                 let u = &cfg.units[unit];
                 let (seen, parts) = (done.seen, done.parts.each_ref().map(Vec::len));
                 let committed = match manifest {
-                    Some(m) if done.broken => m.abandon(u).map(|()| false),
+                    Some(m) if done.broken => m.abandon(u, &done.parts).map(|()| false),
                     Some(m) => m.commit(&done.record(u)).map(|()| true),
                     None => Ok(false),
                 };
@@ -243,7 +243,7 @@ fn write_table<R: TableRow>(
 ) -> Result<()> {
     while rows.len() >= rows_per_part || (complete && !rows.is_empty()) {
         let batch = rows.take(rows_per_part)?;
-        let stem = format!("part-{}-{:05}", unit.hash, parts.len());
+        let stem = w.stem(&unit.hash, parts.len());
         let path = w.write(R::TABLE, &stem, &batch)?;
         let file = path.file_name().expect("a part file name");
         parts.push(PartRecord {
