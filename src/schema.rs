@@ -22,6 +22,11 @@ pub const CHANGES: &str = "changes";
 /// The documents an incremental job's knowledge base holds facts of (its state index).
 pub const STATE: &str = "state";
 
+/// The output tables a run writes, in the order of its reports' part counts.
+pub const TABLES: [&str; 4] = [MENTIONS, ENTITIES, RELATIONS, DOCUMENTS];
+/// The folder of an incremental job's runs in its output (`OUT/runs/<run>/<table>/`).
+pub const RUNS_DIR: &str = "runs";
+
 /// The embedded definitions, in documentation order (input first, then the outputs).
 const SOURCES: [(&str, &str); 7] = [
     (

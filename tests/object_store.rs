@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use jerex::corpus::Document;
 use jerex::engine::manifest::UnitRecord;
-use jerex::engine::pipeline::TABLES;
 use jerex::engine::sample;
 use jerex::model::folder;
+use jerex::schema::TABLES;
 use jerex::store;
 use jerex::testing::{self as kit, TinyModel};
 

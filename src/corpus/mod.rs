@@ -7,6 +7,9 @@
 pub mod docred;
 pub mod parquet;
 pub mod text;
+pub mod unit;
+
+pub use unit::Unit;
 
 use serde::{Deserialize, Serialize};
 

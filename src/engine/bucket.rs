@@ -2,7 +2,38 @@
 //! greedily into batches under the batch budget. Padding is counted: a batch costs
 //! `longest row × rows`, so neighbours of similar length fill a budget with little waste.
 
-use super::job::BatchConfig;
+use serde::{Deserialize, Serialize};
+
+/// How documents are packed into device batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Word pieces per batch, padding included: longest document × documents in the batch.
+    pub max_word_pieces: usize,
+    /// Documents per batch.
+    pub max_docs: usize,
+    /// Documents read ahead and sorted by length before packing: larger windows pad less but
+    /// hold more documents in memory.
+    pub lookahead: usize,
+    /// Candidate spans per batch: bounds the span heads' memory, which grows with candidate
+    /// spans × hidden size and dominates the peak after the encoder's own.
+    pub max_spans: usize,
+    /// Candidate mention pairs per batch (bounds the coreference and relation heads' memory;
+    /// estimated before prediction from the candidate spans).
+    pub max_pairs: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_word_pieces: 8192,
+            max_docs: 64,
+            lookahead: 512,
+            max_spans: 10_000,
+            max_pairs: 2_000_000,
+        }
+    }
+}
 
 /// What packing needs to know about one prepared document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -14,11 +14,11 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use super::job::normalize;
-use super::pipeline::Unit;
 use crate::corpus::parquet::{InputColumns, RowResult};
 use crate::corpus::Document;
+use crate::corpus::Unit;
 use crate::error::{Error, ErrorClass, Result};
+use crate::paths::normalize;
 
 /// Default `input.max_words`: far above news or Wikipedia articles (DocRED documents have a
 /// few hundred words), below book length, where the pairwise heads' cost makes one document
@@ -318,7 +318,7 @@ pub fn check_output_outside_inputs(out: &Path, inputs: &[String]) -> Result<()> 
             .join(crate::schema::DOCUMENTS)
             .join("part-0.parquet"),
         out_abs
-            .join(super::incremental::RUNS_DIR)
+            .join(crate::schema::RUNS_DIR)
             .join("run")
             .join(crate::schema::DOCUMENTS)
             .join("part-0.parquet"),
@@ -327,7 +327,7 @@ pub fn check_output_outside_inputs(out: &Path, inputs: &[String]) -> Result<()> 
         format!("{}/part-0.parquet", crate::schema::DOCUMENTS),
         format!(
             "{}/run/{}/part-0.parquet",
-            super::incremental::RUNS_DIR,
+            crate::schema::RUNS_DIR,
             crate::schema::DOCUMENTS
         ),
     ];

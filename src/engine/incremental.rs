@@ -33,16 +33,15 @@ use super::manifest::{
     self, remove_dir_if_exists, remove_file_if_exists, DocCounts, Existing, Manifest, Success,
     UnitRecord,
 };
-use super::pipeline::{Unit, TABLES};
 use super::Prepared;
 use crate::corpus::parquet::InputColumns;
+use crate::corpus::Unit;
 use crate::error::{Error, Result};
 use crate::output::{record_batch, PartWriter, Status, TableRow};
 use crate::schema;
 use crate::store::{self, Location};
 
 pub const STATE_DIR: &str = "_state";
-pub const RUNS_DIR: &str = "runs";
 /// `OUT/_state/<STATE_STEM>.parquet`.
 const STATE_STEM: &str = "documents";
 const CURRENT_FILE: &str = "current.json";
@@ -409,7 +408,7 @@ impl Increment {
         let planned: Vec<Unit> = p.plan.units.iter().map(|u| u.unit.clone()).collect();
         let scans = scan(&planned, &p.config.columns, p.config.threads)?;
         let out = p.job.output.dir.clone();
-        let (state_dir, runs) = (out.join(STATE_DIR), out.join(RUNS_DIR));
+        let (state_dir, runs) = (out.join(STATE_DIR), out.join(schema::RUNS_DIR));
         for dir in [&state_dir, &runs] {
             store::create_dir_all(dir)?;
         }
@@ -557,7 +556,10 @@ impl Increment {
                 source_file: u.path.clone(),
                 row_groups: u.row_groups.clone(),
                 rows: u.rows.clone(),
-                parts: TABLES.iter().map(|t| (t.to_string(), Vec::new())).collect(),
+                parts: schema::TABLES
+                    .iter()
+                    .map(|t| (t.to_string(), Vec::new()))
+                    .collect(),
                 documents: DocCounts::default(),
                 finished: manifest::now(),
             })?;

@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::bucket::BatchConfig;
 use crate::corpus::parquet::InputColumns;
 use crate::error::{Error, Result};
 use crate::model::segment::LongDocumentOverrides;
 use crate::model::{ThresholdFlags, Thresholds};
 pub use crate::output::writer::{Compression, OutputFormat};
+use crate::paths::normalize;
 
 /// A whole job file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,37 +157,6 @@ pub struct ModelSection {
     /// Encoder precision on CUDA devices (`fp32`, `bf16`, `fp16`); CPU always runs fp32.
     #[serde(default)]
     pub precision: crate::device::Precision,
-}
-
-/// How documents are packed into device batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BatchConfig {
-    /// Word pieces per batch, padding included: longest document × documents in the batch.
-    pub max_word_pieces: usize,
-    /// Documents per batch.
-    pub max_docs: usize,
-    /// Documents read ahead and sorted by length before packing: larger windows pad less but
-    /// hold more documents in memory.
-    pub lookahead: usize,
-    /// Candidate spans per batch: bounds the span heads' memory, which grows with candidate
-    /// spans × hidden size and dominates the peak after the encoder's own.
-    pub max_spans: usize,
-    /// Candidate mention pairs per batch (bounds the coreference and relation heads' memory;
-    /// estimated before prediction from the candidate spans).
-    pub max_pairs: usize,
-}
-
-impl Default for BatchConfig {
-    fn default() -> Self {
-        BatchConfig {
-            max_word_pieces: 8192,
-            max_docs: 64,
-            lookahead: 512,
-            max_spans: 10_000,
-            max_pairs: 2_000_000,
-        }
-    }
 }
 
 /// Thresholds that replace the model's tuned ones (`config.json`) for this job.
@@ -529,28 +500,6 @@ impl Job {
 /// Cores this process may use (its CPU affinity and quota).
 fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Removes `.` and `name/..` lexically (`jobs/../out` -> `out`), so logs and tables show the
-/// paths a user would type. Symbolic links are not resolved, so this never touches the disk.
-pub(crate) fn normalize(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir
-                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
-            {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    if out.as_os_str().is_empty() {
-        out.push(".");
-    }
-    out
 }
 
 fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {

@@ -142,7 +142,7 @@ impl Lease {
             shard: shard.index,
             shards: shard.count,
             exclusive,
-            started: super::manifest::now(),
+            started: now(),
         };
         let busy = |message: String| Error::Busy {
             path: out.to_path_buf(),
@@ -400,6 +400,11 @@ fn process_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists and may be signalled.
     let rc = unsafe { libc::kill(pid, 0) };
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The time now, RFC 3339 in UTC.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]

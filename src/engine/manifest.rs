@@ -27,12 +27,15 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::job::{Compression, Job, OutputFormat};
-use super::pipeline::{ModelInfo, Unit, TABLES};
+pub use super::lease::now;
 use super::plan::{PlannedUnit, Shard};
+use crate::corpus::Unit;
 use crate::durable::{sync_dir, to_json};
 use crate::error::{Error, Result};
+use crate::model::ModelInfo;
 use crate::model::Thresholds;
 use crate::output::PartWriter;
+use crate::schema::TABLES;
 use crate::store;
 
 pub const MANIFEST_DIR: &str = "_manifest";
@@ -656,11 +659,6 @@ impl Manifest {
         }
         Ok(())
     }
-}
-
-/// The time now, RFC 3339 in UTC.
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// The unit a part file (or the hidden temporary file of one) belongs to: the hash after

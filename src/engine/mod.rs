@@ -27,9 +27,11 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use crate::corpus::Unit;
+pub use crate::model::ModelInfo;
 pub use bench::{bench, BenchArgs, BenchResult};
 pub use job::{Job, JobOverrides};
-pub use pipeline::{execute, ModelInfo, PipelineConfig, Report, Unit};
+pub use pipeline::{execute, PipelineConfig, Report};
 pub use plan::{Plan, Shard, ShardArgs};
 pub use worker::{Backend, BackendFactory, ModelFactory};
 
@@ -239,7 +241,7 @@ pub fn run(args: &RunArgs) -> Result<Report> {
     };
     let parts = crate::output::PartWriter::new(
         &out,
-        &pipeline::TABLES,
+        &crate::schema::TABLES,
         p.job.output.format,
         p.job.writer.compression,
     )?;

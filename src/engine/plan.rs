@@ -17,10 +17,11 @@ use indicatif::HumanBytes;
 use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
 use serde::{Deserialize, Serialize};
 
-use super::job::{normalize, Job, JobOverrides};
-use super::pipeline::Unit;
+use super::job::{Job, JobOverrides};
 use crate::corpus::parquet::{check_columns, InputColumns};
+use crate::corpus::Unit;
 use crate::error::{Error, ErrorClass, Result};
+use crate::paths::normalize;
 use crate::store::read::Input;
 
 /// What identifies an input file's content without reading all of it: its size, modification

@@ -7,6 +7,7 @@ pub mod config;
 pub mod coref;
 pub mod entity;
 pub mod folder;
+pub mod info;
 pub mod input;
 pub mod joint;
 pub mod mention;
@@ -21,6 +22,7 @@ pub use config::{
     ThresholdFlags, Thresholds, TypeInfo, WindowConfig,
 };
 pub use folder::LoadedModel;
+pub use info::ModelInfo;
 pub use input::PreparedDoc;
 pub use joint::{EncodedBatch, GoldInput, JerexModel, Losses};
 pub use prediction::{DocPrediction, DocTrace, PredEntity, PredMention, PredRelation};

@@ -10,7 +10,7 @@ use tch::Device;
 use crate::corpus::{Document, Word};
 use crate::device::Precision;
 use crate::encoder::{BertConfig, SpecialIds};
-use crate::engine::ModelInfo;
+use crate::model::ModelInfo;
 use crate::model::{
     folder, DocPrediction, Framing, JerexModel, LongDocuments, ModelConfig, PreparedDoc,
     RelationHead, Thresholds, TypeInfo, WindowConfig,

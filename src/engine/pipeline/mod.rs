@@ -14,10 +14,8 @@
 
 mod batch;
 mod decode;
-mod model_info;
 mod prepare;
 mod read;
-mod unit;
 mod write;
 
 use std::collections::HashMap;
@@ -30,9 +28,6 @@ use crossbeam_channel::{bounded, unbounded};
 use serde::Serialize;
 use tch::Device;
 
-pub use model_info::ModelInfo;
-pub use unit::Unit;
-
 use super::bucket::Cost;
 use super::checks::{Abort, FirstSeen, InputChecks};
 use super::job::{BatchConfig, Compression, OutputFormat};
@@ -40,18 +35,11 @@ use super::long::SegmentOf;
 use super::manifest::Manifest;
 use super::worker::{device_loop, Backend, BackendFactory, Batch, Done};
 use crate::corpus::parquet::InputColumns;
+use crate::corpus::Unit;
 use crate::device::device_name;
 use crate::error::{Error, ErrorClass, Result};
+use crate::model::ModelInfo;
 use crate::output::{DocRows, DocumentRow, RelationRow};
-use crate::schema;
-
-/// The output tables, in the order of [`Report::parts`].
-pub const TABLES: [&str; 4] = [
-    schema::MENTIONS,
-    schema::ENTITIES,
-    schema::RELATIONS,
-    schema::DOCUMENTS,
-];
 
 /// Everything a pipeline run needs besides the model.
 #[derive(Debug, Clone)]
@@ -151,7 +139,7 @@ pub struct Report {
     pub startup_seconds: f64,
     pub stages: StageSeconds,
     pub devices: Vec<DeviceReport>,
-    /// Part files written per table, in [`TABLES`] order.
+    /// Part files written per table, in [`TABLES`](crate::schema::TABLES) order.
     pub parts: [usize; 4],
     /// Input units that could not be read to the end (file-level errors).
     pub unit_errors: Vec<Error>,

@@ -10,11 +10,17 @@ use rayon::prelude::*;
 use super::read::RowChunk;
 use super::{DocResult, Meta, Stage, StageClock, WriterMsg};
 use crate::alloc::ReleaseFollower;
+use crate::encoder::{plan_windows, WindowConfig};
+use crate::engine::bucket::Cost;
 use crate::engine::checks::{FirstSeen, Screen};
 use crate::engine::long;
 use crate::error::Error;
 use crate::model::PreparedDoc;
 use crate::output::{DocRows, DocumentRow, Status};
+
+/// Mentions per word assumed when estimating a document's mention pairs before prediction
+/// (DocRED-like text has about one mention every eight words).
+const WORDS_PER_MENTION: usize = 8;
 
 /// Prepared documents (or segments) of one chunk of rows, for the bucketer.
 pub(super) type Prepared = Vec<(PreparedDoc, Meta)>;
@@ -96,7 +102,7 @@ pub(super) fn run(
                             unit,
                             row,
                             content_hash: content_hash.clone(),
-                            cost: model.cost(&prepared),
+                            cost: cost(&prepared, &model.config.window),
                             segment,
                         };
                         (prepared, meta)
@@ -120,5 +126,19 @@ pub(super) fn run(
         if !good.is_empty() && prepared_tx.send(good).is_err() {
             return;
         }
+    }
+}
+
+/// The batch cost of a prepared document: its encoder windows and heads' sizes.
+fn cost(doc: &PreparedDoc, window: &WindowConfig) -> Cost {
+    let windows = plan_windows(doc.tokens.ids.len(), window);
+    let lens = windows.iter().map(|w| w.end - w.start + 2);
+    let mentions = doc.doc.word_count().div_ceil(WORDS_PER_MENTION);
+    Cost {
+        row_len: lens.clone().max().unwrap_or(0),
+        rows: windows.len(),
+        word_pieces: lens.sum(),
+        spans: doc.candidate_count(),
+        pairs: mentions * mentions.saturating_sub(1),
     }
 }

@@ -7,14 +7,16 @@ use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
-use super::{DocResult, OutputSettings, Report, Stage, StageClock, Unit, WriterMsg, TABLES};
+use super::{DocResult, OutputSettings, Report, Stage, StageClock, WriterMsg};
 use crate::alloc::ReleaseFollower;
+use crate::corpus::Unit;
 use crate::engine::manifest::{self, DocCounts, Manifest, PartRecord, UnitRecord};
 use crate::error::{Error, Result};
 use crate::output::{
     DocRows, DocumentRow, EntityRow, MentionRow, PartWriter, PendingRows, RelationRow, Status,
     TableRow,
 };
+use crate::schema::TABLES;
 
 /// How many top-scoring relations the summary keeps as examples.
 const EXAMPLES: usize = 5;

@@ -1,18 +1,12 @@
-//! The CPU side of a model: what preparing documents, costing them for batches and building
-//! table rows need, without the weights.
+//! The CPU side of a model: what preparing documents and building table rows need, without the
+//! weights.
 
 use std::path::Path;
 
 use crate::corpus::Document;
-use crate::encoder::plan_windows;
-use crate::engine::bucket::Cost;
 use crate::error::{Error, Result};
 use crate::model::{folder, ModelConfig, PreparedDoc};
 use crate::tokenize::WordPieceTokenizer;
-
-/// Mentions per word assumed when estimating a document's mention pairs before prediction
-/// (DocRED-like text has about one mention every eight words).
-const WORDS_PER_MENTION: usize = 8;
 
 /// The CPU side of a model: what preparing documents and building tables need.
 pub struct ModelInfo {
@@ -54,19 +48,5 @@ impl ModelInfo {
     /// Tokenizes a document and enumerates its candidate spans.
     pub fn prepare(&self, doc: Document) -> PreparedDoc {
         PreparedDoc::new(doc, &self.tokenizer, self.config.heads.max_span_words)
-    }
-
-    /// The batch cost of a prepared document: its encoder windows and heads' sizes.
-    pub fn cost(&self, doc: &PreparedDoc) -> Cost {
-        let windows = plan_windows(doc.tokens.ids.len(), &self.config.window);
-        let lens = windows.iter().map(|w| w.end - w.start + 2);
-        let mentions = doc.doc.word_count().div_ceil(WORDS_PER_MENTION);
-        Cost {
-            row_len: lens.clone().max().unwrap_or(0),
-            rows: windows.len(),
-            word_pieces: lens.sum(),
-            spans: doc.candidate_count(),
-            pairs: mentions * mentions.saturating_sub(1),
-        }
     }
 }
