@@ -152,6 +152,28 @@ pub fn default_bench_docred() -> Option<PathBuf> {
         .map(|c| c.join("../shared/data/redocred/dev_revised.json"))
 }
 
+/// Removes `.` and `name/..` lexically (`jobs/../out` -> `out`), so logs and tables show the
+/// paths a user would type. Symbolic links are not resolved, so this never touches the disk.
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,26 +220,4 @@ mod tests {
         std::fs::write(model.join("model.safetensors"), "").unwrap();
         assert_eq!(encoder_in_venv(venv.path()), Some(model));
     }
-}
-
-/// Removes `.` and `name/..` lexically (`jobs/../out` -> `out`), so logs and tables show the
-/// paths a user would type. Symbolic links are not resolved, so this never touches the disk.
-pub fn normalize(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir
-                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
-            {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    if out.as_os_str().is_empty() {
-        out.push(".");
-    }
-    out
 }

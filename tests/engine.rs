@@ -9,12 +9,12 @@ use arrow::compute::{concat_batches, lexsort_to_indices, take, SortColumn};
 use jerex::corpus::{text, Document};
 use jerex::device::Precision;
 use jerex::engine::job::{BatchConfig, OutputFormat};
-use jerex::engine::pipeline::TABLES;
 use jerex::engine::{
     execute, sample, BackendFactory, ModelFactory, ModelInfo, PipelineConfig, Report, Unit,
 };
 use jerex::model::WindowConfig;
 use jerex::schema;
+use jerex::schema::TABLES;
 use jerex::testing::{
     files, read_batches, require_tokenizer, sample_corpus, types, Failures, FakeFactory, TinyModel,
 };

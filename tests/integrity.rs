@@ -9,9 +9,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray};
-use jerex::engine::pipeline::TABLES;
 use jerex::model::folder;
 use jerex::schema;
+use jerex::schema::TABLES;
 use jerex::testing::{
     exit_code, part_files, read_batches, require_tokenizer, stderr, stdout, success, write_texts,
     JobFile, TinyModel,

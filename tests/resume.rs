@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use jerex::engine::manifest::{Success, UnitRecord};
-use jerex::engine::pipeline::TABLES;
+use jerex::schema::TABLES;
 use jerex::testing::{
     files, python_with, read_batches, repo_root, require_tokenizer, success, under_ci, write_texts,
     JobFile, TinyModel,
