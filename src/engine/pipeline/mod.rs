@@ -28,9 +28,9 @@ use crossbeam_channel::{bounded, unbounded};
 use serde::Serialize;
 use tch::Device;
 
+use super::bucket::BatchConfig;
 use super::bucket::Cost;
 use super::checks::{Abort, FirstSeen, InputChecks};
-use super::job::{BatchConfig, Compression, OutputFormat};
 use super::long::SegmentOf;
 use super::manifest::Manifest;
 use super::worker::{device_loop, Backend, BackendFactory, Batch, Done};
@@ -39,6 +39,7 @@ use crate::corpus::Unit;
 use crate::device::device_name;
 use crate::error::{Error, ErrorClass, Result};
 use crate::model::ModelInfo;
+use crate::output::writer::{Compression, OutputFormat};
 use crate::output::{DocRows, DocumentRow, RelationRow};
 
 /// Everything a pipeline run needs besides the model.
