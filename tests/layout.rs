@@ -6,57 +6,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// The top-level modules each top-level module of `src/` names (`crate::NAME`) in its code,
-/// comments and unit tests (`#[cfg(test)] mod tests { ... }`) left out: tests sit above the
-/// library, like the test kit (`crate::testing`) they use.
+/// The top-level modules each top-level module of `src/` names (see [`module_dependencies`]).
 fn dependencies(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let top = |m: &str| m.split("::").next().unwrap_or(m).to_string();
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let path = entry.unwrap().path();
-        let Some(stem) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
-            continue;
-        };
-        if stem == "main" || stem == "lib" {
-            continue;
-        }
-        if path.is_dir() {
-            let mut stack = vec![path.clone()];
-            while let Some(dir) = stack.pop() {
-                for e in std::fs::read_dir(&dir).unwrap() {
-                    let p = e.unwrap().path();
-                    if p.is_dir() {
-                        stack.push(p);
-                    } else if p.extension().is_some_and(|x| x == "rs") {
-                        files.push((stem.clone(), p));
-                    }
-                }
-            }
-        } else if path.extension().is_some_and(|x| x == "rs") {
-            files.push((stem.clone(), path));
-        }
-        graph.entry(stem).or_default();
-    }
-    for (module, file) in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let mut lines = text.lines();
-        while let Some(line) = lines.next() {
-            if line == "#[cfg(test)]" && lines.clone().next() == Some("mod tests {") {
-                // rustfmt closes a top-level module with a `}` of its own at column 0.
-                lines.find(|l| *l == "}");
-                continue;
-            }
-            let code = line.split("//").next().unwrap_or("");
-            for (i, _) in code.match_indices("crate::") {
-                let name: String = code[i + 7..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() && name != module {
-                    graph.get_mut(&module).unwrap().insert(name);
-                }
-            }
-        }
+    for (module, deps) in module_dependencies(src) {
+        let module = top(&module);
+        let deps: BTreeSet<String> = deps
+            .iter()
+            .map(|d| top(d))
+            .filter(|d| *d != module)
+            .collect();
+        graph.entry(module).or_default().extend(deps);
     }
     graph
 }
