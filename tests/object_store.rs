@@ -10,18 +10,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use jerex::corpus::Document;
 use jerex::engine::manifest::UnitRecord;
 use jerex::engine::sample;
 use jerex::model::folder;
 use jerex::schema::TABLES;
 use jerex::store;
-use jerex::testing::{self as kit, TinyModel};
+use jerex::testing::{self as kit, table_rows, TinyModel};
 
 const FILES: usize = 4;
 const DOCS_PER_FILE: usize = 30;
 const BUCKET: &str = "kbase";
+/// Columns that differ between runs of one job (`seconds`) and between locations
+/// (`source_file`, which names the input path).
+const IGNORED: &[&str] = &["seconds", "source_file"];
 
 /// A moto S3 server on a free local port, stopped when dropped.
 struct Moto {
@@ -245,7 +247,7 @@ impl Fixture {
             .output()
             .unwrap();
         ok(&o);
-        table_rows(&self.dir.path().join("local-out"))
+        table_rows(&self.dir.path().join("local-out"), IGNORED)
     }
 
     /// The rows of an output prefix, downloaded.
@@ -254,7 +256,7 @@ impl Fixture {
         moto.download(url, &local);
         assert!(local.join("_SUCCESS").is_file(), "{url}: no _SUCCESS");
         check_only_committed_parts(&local);
-        table_rows(&local)
+        table_rows(&local, IGNORED)
     }
 }
 
@@ -266,47 +268,6 @@ fn ok(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Every row of every table as text, sorted, without the columns that differ between runs of
-/// the same job (`seconds`) and between locations (`source_file`, which names the input path).
-fn table_rows(out: &Path) -> Vec<Vec<String>> {
-    TABLES
-        .iter()
-        .map(|t| {
-            let mut rows = Vec::new();
-            let mut paths: Vec<PathBuf> = std::fs::read_dir(out.join(t))
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-            paths.sort();
-            for path in paths {
-                let f = std::fs::File::open(&path).unwrap();
-                let reader =
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 1024)
-                        .unwrap();
-                for batch in reader {
-                    let batch = batch.unwrap();
-                    let options = FormatOptions::default();
-                    let columns: Vec<ArrayFormatter> = batch
-                        .schema()
-                        .fields()
-                        .iter()
-                        .zip(batch.columns())
-                        .filter(|(f, _)| f.name() != "seconds" && f.name() != "source_file")
-                        .map(|(_, c)| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-                        .collect();
-                    for i in 0..batch.num_rows() {
-                        let cells: Vec<String> =
-                            columns.iter().map(|c| c.value(i).to_string()).collect();
-                        rows.push(format!("{t}\t{}", cells.join("\t")));
-                    }
-                }
-            }
-            rows.sort();
-            rows
-        })
-        .collect()
 }
 
 /// A finished output's tables hold exactly the parts its unit records name (and the empty

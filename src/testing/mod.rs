@@ -31,5 +31,6 @@ pub use model::{
     TinyModel, TINY_WINDOW,
 };
 pub use tables::{
-    exit_code, files, part_files, read_batches, read_table, stderr, stdout, strings, success, text,
+    exit_code, files, part_files, read_batches, read_table, stderr, stdout, strings, success,
+    table_rows, text,
 };

@@ -6,6 +6,7 @@ use std::process::Output;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::concat_batches;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use crate::schema;
 
@@ -28,6 +29,38 @@ pub fn part_files(dir: &Path) -> Vec<PathBuf> {
                 .unwrap()
                 .to_string_lossy()
                 .starts_with("part-")
+        })
+        .collect()
+}
+
+/// Every row of every output table of `out` as text, sorted, leaving out the columns named in
+/// `ignore` (those that differ between runs of one job, such as `seconds`): tables compare as
+/// multisets, so a lost or duplicated row shows.
+pub fn table_rows(out: &Path, ignore: &[&str]) -> Vec<Vec<String>> {
+    let options = FormatOptions::default();
+    schema::TABLES
+        .iter()
+        .map(|t| {
+            let mut rows = Vec::new();
+            for path in files(&out.join(t)) {
+                for batch in read_batches(&path) {
+                    let columns: Vec<ArrayFormatter> = batch
+                        .schema()
+                        .fields()
+                        .iter()
+                        .zip(batch.columns())
+                        .filter(|(f, _)| !ignore.contains(&f.name().as_str()))
+                        .map(|(_, c)| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+                        .collect();
+                    for i in 0..batch.num_rows() {
+                        let cells: Vec<String> =
+                            columns.iter().map(|c| c.value(i).to_string()).collect();
+                        rows.push(format!("{t}\t{}", cells.join("\t")));
+                    }
+                }
+            }
+            rows.sort();
+            rows
         })
         .collect()
 }
