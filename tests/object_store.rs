@@ -157,6 +157,18 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The corpus uploaded to a fresh moto's bucket, the tests run one at a time; `None` (skip)
+/// where the encoder or moto is missing outside CI.
+fn uploaded() -> Option<(std::sync::MutexGuard<'static, ()>, Fixture, Moto)> {
+    let serial = serial();
+    let (Some(fx), Some(moto)) = (fixture(), Moto::start(&[])) else {
+        return None;
+    };
+    moto.create_bucket(BUCKET);
+    fx.upload(&moto);
+    Some((serial, fx, moto))
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -301,12 +313,9 @@ fn check_only_committed_parts(out: &Path) {
 
 #[test]
 fn an_s3_run_writes_the_tables_of_a_local_run_and_resumes() {
-    let _serial = serial();
-    let (Some(fx), Some(moto)) = (fixture(), Moto::start(&[])) else {
+    let Some((_serial, fx, moto)) = uploaded() else {
         return;
     };
-    moto.create_bucket(BUCKET);
-    fx.upload(&moto);
     let expected = fx.local_rows();
     assert!(
         expected.iter().all(|t| !t.is_empty()),
@@ -358,12 +367,9 @@ fn an_s3_run_writes_the_tables_of_a_local_run_and_resumes() {
 
 #[test]
 fn a_killed_s3_run_resumes_to_exactly_the_rows_of_an_uninterrupted_run() {
-    let _serial = serial();
-    let (Some(fx), Some(moto)) = (fixture(), Moto::start(&[])) else {
+    let Some((_serial, fx, moto)) = uploaded() else {
         return;
     };
-    moto.create_bucket(BUCKET);
-    fx.upload(&moto);
     let expected = fx.local_rows();
     let job = fx.job("s3.toml", "s3://kbase/corpus", "s3://kbase/killed", "");
     // Killed once some units are committed and before all are: parts of the unit in progress
@@ -405,12 +411,9 @@ fn a_killed_s3_run_resumes_to_exactly_the_rows_of_an_uninterrupted_run() {
 
 #[test]
 fn two_shards_write_one_prefix_and_an_incremental_job_runs_on_s3() {
-    let _serial = serial();
-    let (Some(fx), Some(moto)) = (fixture(), Moto::start(&[])) else {
+    let Some((_serial, fx, moto)) = uploaded() else {
         return;
     };
-    moto.create_bucket(BUCKET);
-    fx.upload(&moto);
     let expected = fx.local_rows();
     let job = fx.job("s3.toml", "s3://kbase/corpus", "s3://kbase/sharded", "");
     let shards: Vec<Child> = (0..2)
@@ -473,12 +476,9 @@ fn failing(c: &mut Command) -> (i32, String) {
 
 #[test]
 fn a_missing_bucket_refused_credentials_and_an_unreachable_store_are_reported() {
-    let _serial = serial();
-    let (Some(fx), Some(moto)) = (fixture(), Moto::start(&[])) else {
+    let Some((_serial, fx, moto)) = uploaded() else {
         return;
     };
-    moto.create_bucket(BUCKET);
-    fx.upload(&moto);
 
     // A missing output bucket: a configuration error naming the URL, before any work.
     let job = fx.job(
