@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::job::{Compression, Job, OutputFormat};
-pub use super::lease::now;
+pub use super::pipeline::{now, DocCounts, PartRecord, UnitRecord, UnitSink};
 use super::plan::{PlannedUnit, Shard};
 use crate::corpus::Unit;
 use crate::durable::{sync_dir, to_json};
@@ -195,51 +195,6 @@ fn json_fields(f: &JobFingerprint) -> serde_json::Map<String, serde_json::Value>
     match serde_json::to_value(f) {
         Ok(serde_json::Value::Object(m)) => m,
         _ => unreachable!("a fingerprint serializes to a JSON object"),
-    }
-}
-
-/// Rows and file name of one part.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartRecord {
-    pub file: String,
-    pub rows: usize,
-}
-
-/// Documents of a unit (or run) by status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DocCounts {
-    pub ok: usize,
-    pub rejected: usize,
-    pub failed: usize,
-}
-
-impl DocCounts {
-    pub fn add(&mut self, other: &DocCounts) {
-        self.ok += other.ok;
-        self.rejected += other.rejected;
-        self.failed += other.failed;
-    }
-}
-
-/// `_manifest/units/<hash>.json`: a finished unit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UnitRecord {
-    pub hash: String,
-    pub source_file: PathBuf,
-    pub row_groups: Option<Range<usize>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rows: Option<Range<usize>>,
-    /// Part files per table (every table is present, possibly with no parts).
-    pub parts: BTreeMap<String, Vec<PartRecord>>,
-    pub documents: DocCounts,
-    pub finished: String,
-}
-
-impl UnitRecord {
-    pub fn rows(&self, table: &str) -> usize {
-        self.parts
-            .get(table)
-            .map_or(0, |p| p.iter().map(|p| p.rows).sum())
     }
 }
 
@@ -668,6 +623,31 @@ fn unit_of(name: &str) -> Option<&str> {
     let rest = name.strip_prefix("part-")?;
     let (hash, _) = rest.split_once('-')?;
     (hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hash)
+}
+
+impl UnitSink for Manifest {
+    fn stage(
+        &self,
+        unit: &Unit,
+        format: OutputFormat,
+        compression: Compression,
+    ) -> Result<PartWriter> {
+        Manifest::stage(self, unit, format, compression)
+    }
+
+    fn commit(&self, record: &UnitRecord) -> Result<()> {
+        Manifest::commit(self, record)
+    }
+
+    fn abandon(&self, unit: &Unit, written: &[Vec<PartRecord>; 4]) -> Result<()> {
+        Manifest::abandon(self, unit, written)
+    }
+}
+
+/// Opens `out` for a pipeline run's units (what
+/// [`OutputSettings::open`](super::pipeline::OutputSettings::open) is set to).
+pub fn open_sink(out: &Path) -> Result<Box<dyn UnitSink>> {
+    Ok(Box::new(Manifest::create(out)?))
 }
 
 /// Whether `name` is a part of unit `hash`, or the hidden temporary file of one.

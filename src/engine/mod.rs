@@ -167,6 +167,7 @@ pub fn prepare_job(
         threads,
         output: Some(pipeline::OutputSettings {
             dir: job.output.dir.clone(),
+            open: crate::engine::manifest::open_sink,
             format: job.output.format,
             compression: job.writer.compression,
             rows_per_part: job.writer.rows_per_part,

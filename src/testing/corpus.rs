@@ -38,6 +38,7 @@ pub fn pipeline_config(units: &[Unit], out: &Path) -> PipelineConfig {
         threads: 1,
         output: Some(OutputSettings {
             dir: out.to_path_buf(),
+            open: crate::engine::manifest::open_sink,
             format: Default::default(),
             compression: Default::default(),
             rows_per_part: 1_000_000,

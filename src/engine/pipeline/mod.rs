@@ -9,13 +9,14 @@
 //! One file per stage; this one wires them. Work is organised in [`Unit`]s (an input file, or a
 //! row-group range of one). Every table's rows of a unit go to part files named after the unit,
 //! written when `rows_per_part` rows have gathered and when the unit's last document is done;
-//! then the [`Manifest`](crate::engine::manifest::Manifest) records the unit, so the tables
+//! then the output's [`UnitSink`] (the run's manifest) commits the unit, so the tables
 //! never hold part of a unit.
 
 mod batch;
 mod decode;
 mod prepare;
 mod read;
+mod sink;
 mod write;
 
 use std::collections::HashMap;
@@ -32,7 +33,6 @@ use super::bucket::BatchConfig;
 use super::bucket::Cost;
 use super::checks::{Abort, FirstSeen, InputChecks};
 use super::long::SegmentOf;
-use super::manifest::Manifest;
 use super::worker::{device_loop, Backend, BackendFactory, Batch, Done};
 use crate::corpus::parquet::InputColumns;
 use crate::corpus::Unit;
@@ -41,6 +41,7 @@ use crate::error::{Error, ErrorClass, Result};
 use crate::model::ModelInfo;
 use crate::output::writer::{Compression, OutputFormat};
 use crate::output::{DocRows, DocumentRow, RelationRow};
+pub use sink::{now, DocCounts, PartRecord, UnitRecord, UnitSink};
 
 /// Everything a pipeline run needs besides the model.
 #[derive(Debug, Clone)]
@@ -60,9 +61,13 @@ pub struct PipelineConfig {
     pub first_seen: Option<Arc<FirstSeen>>,
 }
 
+/// Where and how a run writes its tables.
 #[derive(Debug, Clone)]
 pub struct OutputSettings {
     pub dir: PathBuf,
+    /// Opens `dir` for the run's units: the commit protocol of the output (see
+    /// [`crate::engine::manifest::open_sink`]).
+    pub open: fn(&std::path::Path) -> Result<Box<dyn UnitSink>>,
     pub format: OutputFormat,
     pub compression: Compression,
     pub rows_per_part: usize,
@@ -213,7 +218,7 @@ pub fn execute_skipping(
     };
     let progress = progress_bar(cfg.progress, total_rows);
     let manifest = match &cfg.output {
-        Some(o) => Some(Manifest::create(&o.dir)?),
+        Some(o) => Some((o.open)(&o.dir)?),
         None => None,
     };
     let scanned;
@@ -256,7 +261,7 @@ pub fn execute_skipping(
         drop(batch_rx);
         drop(done_tx);
         s.spawn(move || decode::run(stage, &devices.reports, done_rx, write_tx));
-        write::run(stage, manifest.as_ref(), write_rx, &progress)
+        write::run(stage, manifest.as_deref(), write_rx, &progress)
     });
     progress.finish_and_clear();
     if let Some(e) = abort.into_error() {

@@ -1,5 +1,5 @@
 //! The writing stage: each unit's rows gathered into parts of `rows_per_part` rows, written to
-//! the unit's staging area, and the unit committed through the [`Manifest`] when its last
+//! the unit's staging area, and the unit committed through the output's [`UnitSink`] when its last
 //! document is done, so the tables never hold part of a unit.
 
 use std::collections::HashMap;
@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
+use super::sink::{now, DocCounts, PartRecord, UnitRecord, UnitSink};
 use super::{DocResult, OutputSettings, Report, Stage, StageClock, WriterMsg};
 use crate::alloc::ReleaseFollower;
 use crate::corpus::Unit;
-use crate::engine::manifest::{self, DocCounts, Manifest, PartRecord, UnitRecord};
 use crate::error::{Error, Result};
 use crate::output::{
     DocRows, DocumentRow, EntityRow, MentionRow, PartWriter, PendingRows, RelationRow, Status,
@@ -52,7 +52,7 @@ impl UnitBuffer {
                 .map(|(t, p)| (t.to_string(), p))
                 .collect(),
             documents: self.counts,
-            finished: manifest::now(),
+            finished: now(),
         }
     }
 }
@@ -61,7 +61,7 @@ impl UnitBuffer {
 /// are done (a broken unit is abandoned instead). Returns the run's counts.
 pub(super) fn run(
     stage: &Stage,
-    manifest: Option<&Manifest>,
+    manifest: Option<&dyn UnitSink>,
     rx: Receiver<WriterMsg>,
     progress: &indicatif::ProgressBar,
 ) -> Result<Report> {
@@ -206,7 +206,7 @@ fn count(report: &mut Report, d: &DocResult) {
 /// into the unit's staging folder (a fresh one at the first part, so leftovers of a killed run
 /// of the unit never mix in).
 fn flush_unit(
-    m: &Manifest,
+    m: &dyn UnitSink,
     o: &OutputSettings,
     unit: &Unit,
     buf: &mut UnitBuffer,
