@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use jerex::corpus::text;
-use jerex::engine::bucket::{pack, Cost};
 use jerex::engine::job::{BatchConfig, Compression, OutputFormat};
 use jerex::engine::BackendFactory;
 use jerex::model::{PreparedDoc, Thresholds};
 use jerex::output::{doc_rows, record_batch, MentionRow, PartWriter};
+use jerex::pipeline::bucket::{pack, Cost};
 use jerex::testing::{numbered_types, require_tokenizer, sample_corpus, FakeFactory, TinyModel};
 use jerex::tokenize::WordPieceTokenizer;
 use tch::Device;

@@ -16,6 +16,7 @@ pub mod layers;
 pub mod model;
 pub mod output;
 pub mod paths;
+pub mod pipeline;
 pub mod reference;
 pub mod schema;
 pub mod store;

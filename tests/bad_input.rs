@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BinaryArray, Int64Array, StringArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
-use jerex::engine::checks::InputChecks;
 use jerex::engine::{execute, PipelineConfig, Unit};
 use jerex::error::ErrorClass;
+use jerex::pipeline::checks::InputChecks;
 use jerex::testing::{
     exit_code, part_files, pipeline_config, read_batches, require_tokenizer, stderr, types,
     FakeFactory, JobFile, TinyModel,

@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded};
 use serde::Serialize;
 
-use super::pipeline::StageSeconds;
+use crate::pipeline::StageSeconds;
 use tch::Device;
 
-use super::worker::{device_loop, Backend, BackendFactory, Batch, ModelFactory};
 use super::{execute, init_logging, prepare_job, JobOverrides, LogFormat};
 use crate::error::{Error, Result};
 use crate::model::{DocPrediction, GoldInput, LoadedModel, PreparedDoc};
+use crate::pipeline::worker::{device_loop, Backend, BackendFactory, Batch, ModelFactory};
 
 /// `jerex bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -372,7 +372,7 @@ fn encoder_only(
         failed += done
             .outcomes
             .iter()
-            .filter(|o| matches!(o, super::worker::Outcome::Failed(_)))
+            .filter(|o| matches!(o, crate::pipeline::worker::Outcome::Failed(_)))
             .count();
     }
     if failed > 0 {

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use super::bucket::BatchConfig;
 use crate::corpus::parquet::InputColumns;
 use crate::error::{Error, Result};
 use crate::model::segment::LongDocumentOverrides;
 use crate::model::{ThresholdFlags, Thresholds};
 pub use crate::output::writer::{Compression, OutputFormat};
 use crate::paths::normalize;
+pub use crate::pipeline::bucket::BatchConfig;
 
 /// A whole job file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,11 +103,11 @@ pub struct InputConfig {
 }
 
 fn default_max_words() -> usize {
-    super::checks::DEFAULT_MAX_WORDS
+    crate::pipeline::checks::DEFAULT_MAX_WORDS
 }
 
 fn default_max_chars() -> usize {
-    super::checks::DEFAULT_MAX_CHARS
+    crate::pipeline::checks::DEFAULT_MAX_CHARS
 }
 
 fn default_unit_rows() -> usize {
@@ -411,9 +411,9 @@ impl Job {
         Ok(())
     }
 
-    /// What the run checks documents against (see [`super::checks`]).
-    pub fn input_checks(&self) -> super::checks::InputChecks {
-        super::checks::InputChecks {
+    /// What the run checks documents against (see [`crate::pipeline::checks`]).
+    pub fn input_checks(&self) -> crate::pipeline::checks::InputChecks {
+        crate::pipeline::checks::InputChecks {
             max_words: self.input.max_words,
             max_chars: self.input.max_chars,
             strict: self.strict,
@@ -624,7 +624,7 @@ mod tests {
         assert_eq!(job.input.columns(), InputColumns::default());
         assert_eq!(
             job.input_checks(),
-            crate::engine::checks::InputChecks::default()
+            crate::pipeline::checks::InputChecks::default()
         );
         job.validate().unwrap();
     }

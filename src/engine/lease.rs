@@ -28,9 +28,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::pipeline::now;
 use super::plan::Shard;
 use crate::error::{Error, Result};
+use crate::pipeline::now;
 use crate::store::{self, Location};
 
 pub const LEASES_DIR: &str = "_leases";

@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::job::{Compression, Job, OutputFormat};
-pub use super::pipeline::{now, DocCounts, PartRecord, UnitRecord, UnitSink};
 use super::plan::{PlannedUnit, Shard};
 use crate::corpus::Unit;
 use crate::durable::{sync_dir, to_json};
@@ -35,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::model::ModelInfo;
 use crate::model::Thresholds;
 use crate::output::PartWriter;
+pub use crate::pipeline::{now, DocCounts, PartRecord, UnitRecord, UnitSink};
 use crate::schema::TABLES;
 use crate::store;
 
@@ -645,7 +645,7 @@ impl UnitSink for Manifest {
 }
 
 /// Opens `out` for a pipeline run's units (what
-/// [`OutputSettings::open`](super::pipeline::OutputSettings::open) is set to).
+/// [`OutputSettings::open`](crate::pipeline::OutputSettings::open) is set to).
 pub fn open_sink(out: &Path) -> Result<Box<dyn UnitSink>> {
     Ok(Box::new(Manifest::create(out)?))
 }

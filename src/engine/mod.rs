@@ -10,17 +10,12 @@
 //! `crate::testing::fake`.)
 
 pub mod bench;
-pub mod bucket;
-pub mod checks;
 pub mod incremental;
 pub mod job;
 pub mod lease;
-pub mod long;
 pub mod manifest;
-pub mod pipeline;
 pub mod plan;
 pub mod sample;
-pub mod worker;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -29,13 +24,14 @@ use std::sync::Arc;
 
 pub use crate::corpus::Unit;
 pub use crate::model::ModelInfo;
+pub use crate::pipeline::worker::{Backend, BackendFactory, ModelFactory};
+pub use crate::pipeline::{execute, PipelineConfig, Report};
 pub use bench::{bench, BenchArgs, BenchResult};
 pub use job::{Job, JobOverrides};
-pub use pipeline::{execute, PipelineConfig, Report};
 pub use plan::{Plan, Shard, ShardArgs};
-pub use worker::{Backend, BackendFactory, ModelFactory};
 
 use crate::error::{Error, Result};
+use crate::pipeline::{self, checks};
 
 /// How logs are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

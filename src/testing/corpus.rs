@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use tch::Device;
 
 use crate::corpus::Document;
-use crate::engine::pipeline::OutputSettings;
 use crate::engine::{sample, PipelineConfig, Unit};
+use crate::pipeline::OutputSettings;
 use crate::testing::repo_root;
 
 /// The committed sample corpus (`data/sample/sample.jsonl`: 40 short news-like documents).

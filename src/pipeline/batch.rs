@@ -9,9 +9,9 @@ use crossbeam_channel::{Receiver, Sender};
 use super::prepare::Prepared;
 use super::{Meta, Stage, StageClock};
 use crate::alloc::ReleaseFollower;
-use crate::engine::bucket::{self, Bucketer};
-use crate::engine::worker::Batch;
 use crate::model::PreparedDoc;
+use crate::pipeline::bucket::{self, Bucketer};
+use crate::pipeline::worker::Batch;
 
 /// Real and padded word pieces of every batch sent.
 #[derive(Default)]

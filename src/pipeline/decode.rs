@@ -11,10 +11,10 @@ use rayon::prelude::*;
 
 use super::{DeviceReport, DocResult, Meta, Stage, StageClock, WriterMsg};
 use crate::alloc::ReleaseFollower;
-use crate::engine::long::LongDoc;
-use crate::engine::worker::{Done, Outcome};
 use crate::model::PreparedDoc;
 use crate::output::{doc_rows, DocRows, DocumentRow, Status};
+use crate::pipeline::long::LongDoc;
+use crate::pipeline::worker::{Done, Outcome};
 
 /// Decodes every processed batch, counting each device's work, and sends the rows to the writer.
 pub(super) fn run(

@@ -13,10 +13,14 @@
 //! never hold part of a unit.
 
 mod batch;
+pub mod bucket;
+pub mod checks;
 mod decode;
+pub mod long;
 mod prepare;
 mod read;
 mod sink;
+pub mod worker;
 mod write;
 
 use std::collections::HashMap;
@@ -29,11 +33,6 @@ use crossbeam_channel::{bounded, unbounded};
 use serde::Serialize;
 use tch::Device;
 
-use super::bucket::BatchConfig;
-use super::bucket::Cost;
-use super::checks::{Abort, FirstSeen, InputChecks};
-use super::long::SegmentOf;
-use super::worker::{device_loop, Backend, BackendFactory, Batch, Done};
 use crate::corpus::parquet::InputColumns;
 use crate::corpus::Unit;
 use crate::device::device_name;
@@ -41,7 +40,12 @@ use crate::error::{Error, ErrorClass, Result};
 use crate::model::ModelInfo;
 use crate::output::writer::{Compression, OutputFormat};
 use crate::output::{DocRows, DocumentRow, RelationRow};
+use bucket::BatchConfig;
+use bucket::Cost;
+use checks::{Abort, FirstSeen, InputChecks};
+use long::SegmentOf;
 pub use sink::{now, DocCounts, PartRecord, UnitRecord, UnitSink};
+use worker::{device_loop, Backend, BackendFactory, Batch, Done};
 
 /// Everything a pipeline run needs besides the model.
 #[derive(Debug, Clone)]

@@ -388,7 +388,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        super::super::sample::write_input_parquet(path, &docs).unwrap();
+        crate::engine::sample::write_input_parquet(path, &docs).unwrap();
         Unit::file(path)
     }
 

@@ -11,12 +11,12 @@ use super::read::RowChunk;
 use super::{DocResult, Meta, Stage, StageClock, WriterMsg};
 use crate::alloc::ReleaseFollower;
 use crate::encoder::{plan_windows, WindowConfig};
-use crate::engine::bucket::Cost;
-use crate::engine::checks::{FirstSeen, Screen};
-use crate::engine::long;
 use crate::error::Error;
 use crate::model::PreparedDoc;
 use crate::output::{DocRows, DocumentRow, Status};
+use crate::pipeline::bucket::Cost;
+use crate::pipeline::checks::{FirstSeen, Screen};
+use crate::pipeline::long;
 
 /// Mentions per word assumed when estimating a document's mention pairs before prediction
 /// (DocRED-like text has about one mention every eight words).
