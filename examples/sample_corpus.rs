@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use jerex::engine::sample::{read_jsonl, write_input_parquet};
+use jerex::tools::sample::{read_jsonl, write_input_parquet};
 
 fn main() -> Result<()> {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();

@@ -23,6 +23,7 @@ pub mod store;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod tokenize;
+pub mod tools;
 pub mod train;
 
 pub use error::{Error, Result};

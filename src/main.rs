@@ -56,7 +56,7 @@ enum Command {
     /// Show how a job's work units split over shards (machines), without running anything.
     Plan(jerex::engine::plan::PlanArgs),
     /// Measure pipeline throughput (prints one JSON object).
-    Bench(jerex::engine::BenchArgs),
+    Bench(jerex::tools::BenchArgs),
     /// Train a joint model on DocRED-format data (best epoch by strict relation F1).
     Train(jerex::train::TrainArgs),
     /// Strict end-to-end and gold-input scores of a model on a labelled file (JSON on stdout).
@@ -134,9 +134,9 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Plan(args) => done(jerex::engine::plan::run(&args)),
         Command::Bench(args) if !args.long.is_empty() => {
-            done(jerex::engine::bench::bench_long(&args))
+            done(jerex::tools::bench::bench_long(&args))
         }
-        Command::Bench(args) => done(jerex::engine::bench(&args)),
+        Command::Bench(args) => done(jerex::tools::bench(&args)),
         Command::Train(args) => done(jerex::train::run(&args)),
         Command::Eval(args) => done(jerex::eval::run(&args)),
         Command::Tune(args) => done(jerex::eval::tune::run(&args)),

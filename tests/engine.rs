@@ -10,7 +10,7 @@ use jerex::corpus::{text, Document};
 use jerex::device::Precision;
 use jerex::engine::job::{BatchConfig, OutputFormat};
 use jerex::engine::{
-    execute, sample, BackendFactory, ModelFactory, ModelInfo, PipelineConfig, Report, Unit,
+    execute, BackendFactory, ModelFactory, ModelInfo, PipelineConfig, Report, Unit,
 };
 use jerex::model::WindowConfig;
 use jerex::schema;
@@ -18,6 +18,7 @@ use jerex::schema::TABLES;
 use jerex::testing::{
     files, read_batches, require_tokenizer, sample_corpus, types, Failures, FakeFactory, TinyModel,
 };
+use jerex::tools::sample;
 use tch::Device;
 
 /// Six entity and four relation types.

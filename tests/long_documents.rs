@@ -9,7 +9,7 @@ use arrow::array::{Array, Float32Array, RecordBatch, StringArray, UInt32Array};
 use jerex::corpus::Document;
 use jerex::device::Precision;
 use jerex::engine::job::BatchConfig;
-use jerex::engine::{execute, sample, ModelFactory, ModelInfo, PipelineConfig, Unit};
+use jerex::engine::{execute, ModelFactory, ModelInfo, PipelineConfig, Unit};
 use jerex::model::segment::{merge, plan, segment_doc};
 use jerex::model::{JerexModel, LongDocuments, PreparedDoc, Thresholds};
 use jerex::output::doc_rows;
@@ -19,6 +19,7 @@ use jerex::testing::{
     sample_corpus, strings, synthetic_document, synthetic_prepared, types, window, JobFile,
     TinyModel,
 };
+use jerex::tools::sample;
 use tch::{nn, Device};
 
 const VOCAB: i64 = 64;

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use jerex::corpus::Document;
 use jerex::engine::manifest::UnitRecord;
-use jerex::engine::sample;
 use jerex::model::folder;
 use jerex::schema::TABLES;
 use jerex::store;
 use jerex::testing::{self as kit, table_rows, TinyModel};
+use jerex::tools::sample;
 
 const FILES: usize = 4;
 const DOCS_PER_FILE: usize = 30;

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use jerex::corpus::Document;
-use jerex::engine::{sample, Job};
+use jerex::engine::Job;
 use jerex::testing::{python_with, repo_root, sample_corpus, text, under_ci, write_texts};
+use jerex::tools::sample;
 use serde_json::Value;
 
 /// Variables through which a job engine picks the shard: cleared so that a test run inside a

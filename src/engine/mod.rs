@@ -9,13 +9,11 @@
 //! documents through as segments. (The fake backend for tests is in the test kit,
 //! `crate::testing::fake`.)
 
-pub mod bench;
 pub mod incremental;
 pub mod job;
 pub mod lease;
 pub mod manifest;
 pub mod plan;
-pub mod sample;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -26,7 +24,6 @@ pub use crate::corpus::Unit;
 pub use crate::model::ModelInfo;
 pub use crate::pipeline::worker::{Backend, BackendFactory, ModelFactory};
 pub use crate::pipeline::{execute, PipelineConfig, Report};
-pub use bench::{bench, BenchArgs, BenchResult};
 pub use job::{Job, JobOverrides};
 pub use plan::{Plan, Shard, ShardArgs};
 

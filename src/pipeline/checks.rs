@@ -388,7 +388,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        crate::engine::sample::write_input_parquet(path, &docs).unwrap();
+        crate::tools::sample::write_input_parquet(path, &docs).unwrap();
         Unit::file(path)
     }
 

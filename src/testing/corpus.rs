@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use tch::Device;
 
 use crate::corpus::Document;
-use crate::engine::{sample, PipelineConfig, Unit};
+use crate::engine::{PipelineConfig, Unit};
 use crate::pipeline::OutputSettings;
 use crate::testing::repo_root;
+use crate::tools::sample;
 
 /// The committed sample corpus (`data/sample/sample.jsonl`: 40 short news-like documents).
 pub fn sample_corpus() -> Vec<Document> {

@@ -274,7 +274,7 @@ fn write_docs(path: &Path, n: usize) {
             ..Default::default()
         })
         .collect();
-    super::super::sample::write_input_parquet(path, &docs).unwrap();
+    crate::tools::sample::write_input_parquet(path, &docs).unwrap();
 }
 
 #[test]

@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::pipeline::StageSeconds;
 use tch::Device;
 
-use super::{execute, init_logging, prepare_job, JobOverrides, LogFormat};
+use crate::engine::{execute, init_logging, prepare_job, JobOverrides, LogFormat};
 use crate::error::{Error, Result};
 use crate::model::{DocPrediction, GoldInput, LoadedModel, PreparedDoc};
 use crate::pipeline::worker::{device_loop, Backend, BackendFactory, Batch, ModelFactory};
@@ -184,7 +184,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
         Some(file) => file.clone(),
         None => crate::paths::default_bench_job()?,
     };
-    let job = super::Job::load_with(&job_file, &args.overrides)?;
+    let job = crate::engine::Job::load_with(&job_file, &args.overrides)?;
     let docred = args
         .docred
         .clone()
@@ -236,7 +236,13 @@ pub fn bench(args: &BenchArgs) -> Result<BenchResult> {
     crate::alloc::release_freed();
     crate::alloc::reset_peak();
     // Each pass rewrites every unit: no other process may write there meanwhile.
-    let p = prepare_job(&job_file, &overrides, super::Shard::ALL, true, false)?;
+    let p = prepare_job(
+        &job_file,
+        &overrides,
+        crate::engine::Shard::ALL,
+        true,
+        false,
+    )?;
     let no_encoder_pass = args.no_encoder_pass || args.long_size.is_some();
     let passes = args.repeat as usize;
     let pipeline_runs = if no_encoder_pass { passes } else { passes + 1 };

@@ -53,7 +53,7 @@ pub fn write_input_parquet(path: &Path, docs: &[Document]) -> Result<()> {
             "text" => Ok(text.clone()),
             "sentences" => Ok(Arc::new(sentences.finish_cloned()) as ArrayRef),
             other => Err(Error::Config(format!(
-                "input table column {other} has no writer in engine::sample"
+                "input table column {other} has no writer in tools::sample"
             ))),
         })
         .collect::<Result<Vec<_>>>()?;
