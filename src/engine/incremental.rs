@@ -29,10 +29,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::job::{Compression, OutputFormat};
-use super::manifest::{
-    self, remove_dir_if_exists, remove_file_if_exists, DocCounts, Existing, Manifest, Success,
-    UnitRecord,
-};
+use super::manifest::{self, DocCounts, Existing, Manifest, Success, UnitRecord};
 use super::Prepared;
 use crate::corpus::parquet::InputColumns;
 use crate::corpus::Unit;
@@ -416,8 +413,8 @@ impl Increment {
         let mut current: Option<Current> = store::read_json(&current_path)?;
         if let (Some(c), false) = (&current, existing == Existing::Resume) {
             tracing::warn!(run = %c.run_id, "discarding the unfinished incremental run");
-            remove_dir_if_exists(&runs.join(&c.run_id))?;
-            remove_file_if_exists(&current_path)?;
+            store::remove_dir(&runs.join(&c.run_id))?;
+            store::remove_file(&current_path)?;
             current = None;
         }
         let run_id = match current {
@@ -497,8 +494,8 @@ impl Increment {
         (format, compression, rows_per_part): (OutputFormat, Compression, usize),
     ) -> Result<(HashMap<String, StateRow>, Comparison)> {
         let inc_dir = run_dir.join(RUN_DIR);
-        remove_dir_if_exists(&inc_dir)?;
-        remove_dir_if_exists(&run_dir.join(schema::CHANGES))?;
+        store::remove_dir(&inc_dir)?;
+        store::remove_dir(&run_dir.join(schema::CHANGES))?;
         store::create_dir_all(&inc_dir)?;
         let state = state_path(out);
         let baseline = match store::is_file(&state)? {
@@ -600,7 +597,7 @@ impl Increment {
         )?
         .write(STATE_DIR, STATE_STEM, &record_batch(&rows)?)?;
         let state_dir = self.out.join(STATE_DIR);
-        remove_file_if_exists(&state_dir.join(CURRENT_FILE))?;
+        store::remove_file(&state_dir.join(CURRENT_FILE))?;
         store::sync_dir(&state_dir)
     }
 

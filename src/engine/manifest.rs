@@ -385,7 +385,7 @@ impl Manifest {
         // A kill between a record and the removal of its staging folder leaves the folder.
         if self.attempt.is_none() {
             for u in mine {
-                remove_dir_if_exists(&self.staging(&u.hash))?;
+                store::remove_dir(&self.staging(&u.hash))?;
             }
         }
         Ok(todo)
@@ -398,10 +398,10 @@ impl Manifest {
         let recorded: HashSet<String> = store::list_files(&records)?.into_iter().collect();
         for u in units {
             if recorded.contains(&format!("{}.json", u.hash)) {
-                remove_file_if_exists(&self.record_path(&u.hash))?;
+                store::remove_file(&self.record_path(&u.hash))?;
             }
             if self.attempt.is_none() {
-                remove_dir_if_exists(&self.staging(&u.hash))?;
+                store::remove_dir(&self.staging(&u.hash))?;
             }
         }
         store::sync_dir(&records)?;
@@ -432,7 +432,7 @@ impl Manifest {
             );
         }
         let dir = self.staging(&unit.hash);
-        remove_dir_if_exists(&dir)?;
+        store::remove_dir(&dir)?;
         PartWriter::new(&dir, &TABLES, format, compression)
     }
 
@@ -444,16 +444,16 @@ impl Manifest {
         // A run whose lease was taken over leaves the tables to the new holder.
         super::lease::verify(&self.out)?;
         let path = self.record_path(&record.hash);
-        if remove_file_if_exists(&path)? {
+        if store::remove_file(&path)? {
             store::sync_dir(&self.dir().join(UNITS_DIR))?;
         }
-        remove_file_if_exists(&self.out.join(SUCCESS_FILE))?;
+        store::remove_file(&self.out.join(SUCCESS_FILE))?;
         if self.attempt.is_none() {
             self.move_staged(record)?;
         }
         store::write_json(&path, record)?;
         match self.attempt {
-            None => remove_dir_if_exists(&self.staging(&record.hash)),
+            None => store::remove_dir(&self.staging(&record.hash)),
             Some(_) => Ok(()),
         }
     }
@@ -479,11 +479,11 @@ impl Manifest {
     /// deleted.
     pub fn abandon(&self, unit: &Unit, written: &[Vec<PartRecord>; 4]) -> Result<()> {
         if self.attempt.is_none() {
-            return remove_dir_if_exists(&self.staging(&unit.hash));
+            return store::remove_dir(&self.staging(&unit.hash));
         }
         for (t, parts) in TABLES.iter().zip(written) {
             for p in parts {
-                remove_file_if_exists(&self.out.join(t).join(&p.file))?;
+                store::remove_file(&self.out.join(t).join(&p.file))?;
             }
         }
         Ok(())
@@ -541,7 +541,7 @@ impl Manifest {
             let empty = parts.part_path(t, EMPTY_PART);
             if *count > 0 {
                 // Left by an earlier run of the job in which no unit wrote rows here.
-                remove_file_if_exists(&empty)?;
+                store::remove_file(&empty)?;
             } else {
                 let schema = crate::schema::table(t).arrow_schema();
                 parts.write(t, EMPTY_PART, &arrow::array::RecordBatch::new_empty(schema))?;
@@ -582,11 +582,11 @@ impl Manifest {
     /// Deletes the tables, the manifest, staging and `_SUCCESS` (nothing else in `out`).
     fn clear(&self) -> Result<()> {
         for t in TABLES {
-            remove_dir_if_exists(&self.out.join(t))?;
+            store::remove_dir(&self.out.join(t))?;
         }
-        remove_dir_if_exists(&self.dir())?;
-        remove_dir_if_exists(&self.out.join(STAGING_DIR))?;
-        remove_file_if_exists(&self.out.join(SUCCESS_FILE))?;
+        store::remove_dir(&self.dir())?;
+        store::remove_dir(&self.out.join(STAGING_DIR))?;
+        store::remove_file(&self.out.join(SUCCESS_FILE))?;
         Ok(())
     }
 
@@ -609,7 +609,7 @@ impl Manifest {
         for name in store::list_files(dir)? {
             let part = name.strip_prefix('.').unwrap_or(&name).starts_with("part-");
             if part && matches(&name) {
-                remove_file_if_exists(&dir.join(&name))?;
+                store::remove_file(&dir.join(&name))?;
             }
         }
         Ok(())
@@ -660,16 +660,6 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// Removes a file or object; `Ok(false)` when there was none.
-pub(crate) fn remove_file_if_exists(path: &Path) -> Result<bool> {
-    store::remove_file(path)
-}
-
-/// Removes a directory with everything in it (every object below a prefix), if it exists.
-pub(crate) fn remove_dir_if_exists(path: &Path) -> Result<()> {
-    store::remove_dir(path)
 }
 
 #[cfg(test)]
