@@ -355,16 +355,13 @@ fn read_part(path: &Path) -> Result<Vec<RecordBatch>> {
     Ok(reader.collect::<std::result::Result<_, _>>()?)
 }
 
-/// Id, content hash and model of every `ok` row of a run's `documents` table.
-fn processed(run_dir: &Path) -> Result<Vec<(String, String, String)>> {
+/// Id, content hash and model of every `ok` row of a finished run's `documents` table (the
+/// parts its `_SUCCESS` lists).
+fn processed(run_dir: &Path, success: &Success) -> Result<Vec<(String, String, String)>> {
     let dir = run_dir.join(schema::DOCUMENTS);
     let mut out = Vec::new();
-    let entries: Vec<PathBuf> = store::list_files(&dir)?
-        .into_iter()
-        .filter(|n| n.starts_with("part-"))
-        .map(|n| dir.join(n))
-        .collect();
-    for path in entries {
+    for name in &success.parts[schema::DOCUMENTS] {
+        let path = dir.join(name);
         for batch in read_part(&path)? {
             let [ids, status, hashes, models] = ["doc_id", "status", "content_hash", "model_id"]
                 .map(|c| string_column(&batch, c, &path));
@@ -579,7 +576,7 @@ impl Increment {
         for c in &self.comparison.changes {
             state.remove(&c.doc_id);
         }
-        for (doc_id, content_hash, model_id) in processed(&self.run_dir)? {
+        for (doc_id, content_hash, model_id) in processed(&self.run_dir, success)? {
             let row = StateRow {
                 doc_id: doc_id.clone(),
                 content_hash,

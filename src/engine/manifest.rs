@@ -205,8 +205,10 @@ pub struct Success {
     pub documents: DocCounts,
     /// Rows per table.
     pub rows: BTreeMap<String, usize>,
-    /// Part files per table.
-    pub parts: BTreeMap<String, usize>,
+    /// The part files of each table (names in `OUT/TABLE/`): exactly the finished job's. A
+    /// reader that lists the table instead may also see a part that a writer whose lease was
+    /// taken over uploaded after this was written (see docs/deploy.md).
+    pub parts: BTreeMap<String, Vec<String>>,
     pub model_id: String,
     pub jerex_version: String,
     pub finished: String,
@@ -441,8 +443,18 @@ impl Manifest {
     /// either the record matches the tables or there is no record (and a resume redoes the
     /// unit).
     pub fn commit(&self, record: &UnitRecord) -> Result<()> {
-        // A run whose lease was taken over leaves the tables to the new holder.
-        super::lease::verify(&self.out)?;
+        // A run whose lease was taken over leaves the tables to the new holder, and on an
+        // object store takes back the parts it wrote there.
+        if let Err(lost) = super::lease::verify(&self.out) {
+            if self.attempt.is_some() {
+                for (t, parts) in &record.parts {
+                    for p in parts {
+                        store::remove_file(&self.out.join(t).join(&p.file))?;
+                    }
+                }
+            }
+            return Err(lost);
+        }
         let path = self.record_path(&record.hash);
         if store::remove_file(&path)? {
             store::sync_dir(&self.dir().join(UNITS_DIR))?;
@@ -522,7 +534,7 @@ impl Manifest {
             units: planned.len(),
             documents: DocCounts::default(),
             rows: TABLES.iter().map(|t| (t.to_string(), 0)).collect(),
-            parts: TABLES.iter().map(|t| (t.to_string(), 0)).collect(),
+            parts: TABLES.iter().map(|t| (t.to_string(), Vec::new())).collect(),
             model_id: model_id.into(),
             jerex_version: env!("CARGO_PKG_VERSION").into(),
             finished: now(),
@@ -532,49 +544,38 @@ impl Manifest {
             success.documents.add(&record.documents);
             for t in TABLES {
                 *success.rows.get_mut(t).expect("every table") += record.rows(t);
-                *success.parts.get_mut(t).expect("every table") +=
-                    record.parts.get(t).map_or(0, Vec::len);
+                let files = record.parts.get(t).into_iter().flatten();
+                (success.parts.get_mut(t).expect("every table"))
+                    .extend(files.map(|p| p.file.clone()));
             }
         }
         for t in TABLES {
-            let count = success.parts.get_mut(t).expect("every table");
+            let files = success.parts.get_mut(t).expect("every table");
             let empty = parts.part_path(t, EMPTY_PART);
-            if *count > 0 {
+            if !files.is_empty() {
                 // Left by an earlier run of the job in which no unit wrote rows here.
                 store::remove_file(&empty)?;
             } else {
                 let schema = crate::schema::table(t).arrow_schema();
                 parts.write(t, EMPTY_PART, &arrow::array::RecordBatch::new_empty(schema))?;
-                *count = 1;
+                files.push(file_name(&empty));
             }
+            files.sort();
         }
         if self.attempt.is_some() {
-            self.sweep(planned, &finished, parts)?;
+            self.sweep(&success.parts)?;
         }
         store::write_json(&self.out.join(SUCCESS_FILE), &success)?;
         Ok(Some(success))
     }
 
-    /// Deletes every part in the tables that no record of `planned` names (parts of attempts
-    /// that never committed, e.g. of a process killed mid-unit whose unit another shard or a
-    /// later run redid), so a reader of the finished job sees exactly its rows.
-    fn sweep(
-        &self,
-        planned: &[Unit],
-        finished: &HashMap<String, UnitRecord>,
-        parts: &PartWriter,
-    ) -> Result<()> {
+    /// Deletes every part in the tables that `_SUCCESS` does not list (parts of attempts that
+    /// never committed, e.g. of a process killed mid-unit whose unit another shard or a later
+    /// run redid), so a reader of the finished job sees exactly its rows.
+    fn sweep(&self, parts: &BTreeMap<String, Vec<String>>) -> Result<()> {
         for t in TABLES {
-            let mut keep: HashSet<&str> = planned
-                .iter()
-                .flat_map(|u| finished[&u.hash].parts.get(t).into_iter().flatten())
-                .map(|p| p.file.as_str())
-                .collect();
-            let empty = parts.part_path(t, EMPTY_PART);
-            let empty = file_name(&empty);
-            keep.insert(&empty);
-            let dir = self.out.join(t);
-            self.remove_parts(&dir, |name| !keep.contains(name))?;
+            let keep: HashSet<&str> = parts[t].iter().map(String::as_str).collect();
+            self.remove_parts(&self.out.join(t), |name| !keep.contains(name))?;
         }
         Ok(())
     }
