@@ -178,6 +178,7 @@ fn tiny_model_overfits_synthetic_documents() {
         seed: 3,
         max_grad_norm: 1.0,
         sampling: SamplingConfig::for_model(&config),
+        partial_relations: Vec::new(),
     };
     let max_epochs = 150;
     let steps = (Trainer::batches_per_epoch(docs.len(), options.batch_size) * max_epochs) as u64;

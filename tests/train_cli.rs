@@ -112,6 +112,7 @@ fn write_data(path: &Path, docs: usize) {
 fn args(root: &Path, output: &str) -> TrainArgs {
     TrainArgs {
         train: vec![],
+        partial_relations: vec![],
         validation: None,
         split: Some(SplitSpec {
             path: root.join("data.json"),

@@ -54,6 +54,11 @@ pub struct TrainArgs {
     /// train the mention, coreference and entity heads only.
     #[arg(long = "train", num_args = 1..)]
     pub train: Vec<PathBuf>,
+    /// DocRED-format training files whose relation labels are incomplete (DocRED's own
+    /// training annotations miss many true facts): their labelled pairs train the relation head,
+    /// their unlabelled pairs are not used as negatives; the other heads train on them as usual.
+    #[arg(long = "partial-relations", num_args = 1..)]
+    pub partial_relations: Vec<PathBuf>,
     /// Validation file (labelled DocRED JSON).
     #[arg(long, conflicts_with = "split")]
     pub validation: Option<PathBuf>,
@@ -154,13 +159,17 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         .max_minutes
         .map(|m| started + Duration::from_secs_f64(m.max(0.0) * 60.0));
     let device = training_device(args)?;
-    if args.train.is_empty() && args.split.is_none() {
+    if args.train.is_empty() && args.partial_relations.is_empty() && args.split.is_none() {
         return Err(Error::Config(
             "no training data: give --train FILE... or --split PATH:N".into(),
         ));
     }
-    let (data, dropped) =
-        load_dataset(&args.train, args.validation.as_deref(), args.split.as_ref())?;
+    let (data, dropped) = load_dataset(
+        &args.train,
+        &args.partial_relations,
+        args.validation.as_deref(),
+        args.split.as_ref(),
+    )?;
     if data.train.is_empty() {
         return Err(Error::Config("no labelled training document".into()));
     }
@@ -185,6 +194,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         seed: args.seed,
         max_grad_norm: 1.0,
         sampling: SamplingConfig::for_model(&config),
+        partial_relations: data.partial_relations,
     };
     let per_epoch = Trainer::batches_per_epoch(train_docs.len(), options.batch_size);
     let adamw = AdamWConfig {
@@ -566,6 +576,9 @@ fn fingerprint(args: &TrainArgs, train: &[Document], validation: &[Document]) ->
     // Appended only when set, so checkpoints made before the flag existed still resume.
     if args.word_shapes {
         h.update(b"|word_shapes");
+    }
+    if !args.partial_relations.is_empty() {
+        h.update(format!("|partial_relations:{}", args.partial_relations.len()).as_bytes());
     }
     h.finalize().to_hex().to_string()
 }

@@ -47,14 +47,19 @@ impl FromStr for SplitSpec {
 #[derive(Debug, Clone, Default)]
 pub struct Dataset {
     pub train: Vec<Document>,
+    /// Per training document: its relation labels are incomplete (see
+    /// [`super::SamplingConfig::partial`]).
+    pub partial_relations: Vec<bool>,
     pub validation: Vec<Document>,
 }
 
-/// Reads the training files (in order), then the validation file or the split file. Training
-/// documents without any gold annotation cannot be trained on and are dropped (their number is
-/// returned); validation documents must be labelled.
+/// Reads the training files (in order), the files with incomplete relation labels (`partial`),
+/// then the validation file or the split file. Training documents without any gold annotation
+/// cannot be trained on and are dropped (their number is returned); validation documents must
+/// be labelled.
 pub fn load_dataset(
     train: &[PathBuf],
+    partial: &[PathBuf],
     validation: Option<&Path>,
     split: Option<&SplitSpec>,
 ) -> Result<(Dataset, usize)> {
@@ -62,6 +67,11 @@ pub fn load_dataset(
     for path in train {
         data.train.extend(read_docred(path)?);
     }
+    data.partial_relations.resize(data.train.len(), false);
+    for path in partial {
+        data.train.extend(read_docred(path)?);
+    }
+    data.partial_relations.resize(data.train.len(), true);
     if let Some(path) = validation {
         data.validation = read_docred(path)?;
     }
@@ -77,6 +87,7 @@ pub fn load_dataset(
         }
         data.validation.extend(docs.split_off(split.train_docs));
         data.train.extend(docs);
+        data.partial_relations.resize(data.train.len(), false);
     }
     if let Some(doc) = data.validation.iter().find(|d| d.gold.is_none()) {
         return Err(Error::BadDocument {
@@ -85,7 +96,12 @@ pub fn load_dataset(
         });
     }
     let before = data.train.len();
-    data.train.retain(|d| d.gold.is_some());
+    let kept: Vec<(Document, bool)> = std::mem::take(&mut data.train)
+        .into_iter()
+        .zip(std::mem::take(&mut data.partial_relations))
+        .filter(|(d, _)| d.gold.is_some())
+        .collect();
+    (data.train, data.partial_relations) = kept.into_iter().unzip();
     let dropped = before - data.train.len();
     Ok((data, dropped))
 }
@@ -207,7 +223,7 @@ mod tests {
             path: path.clone(),
             train_docs: 2,
         };
-        let (data, dropped) = load_dataset(&[], None, Some(&split)).unwrap();
+        let (data, dropped) = load_dataset(&[], &[], None, Some(&split)).unwrap();
         let ids = |d: &[Document]| d.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&data.train), ["x", "y"]);
         assert_eq!(ids(&data.validation), ["z"]);
@@ -216,7 +232,37 @@ mod tests {
             path,
             train_docs: 4,
         };
-        assert!(load_dataset(&[], None, Some(&too_many)).is_err());
+        assert!(load_dataset(&[], &[], None, Some(&too_many)).is_err());
+    }
+
+    #[test]
+    fn documents_of_partially_labelled_files_are_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, titles: &[&str]| {
+            let docs: Vec<serde_json::Value> = titles
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "title": t,
+                        "sents": [["a", "b"]],
+                        "vertexSet": [[{"name": "a", "pos": [0, 1], "sent_id": 0, "type": "T"}]],
+                        "labels": [],
+                    })
+                })
+                .collect();
+            let path = dir.path().join(name);
+            std::fs::write(&path, serde_json::Value::from(docs).to_string()).unwrap();
+            path
+        };
+        let (full, partial) = (file("full.json", &["a", "b"]), file("part.json", &["c"]));
+        let split = SplitSpec {
+            path: file("split.json", &["d", "e"]),
+            train_docs: 1,
+        };
+        let (data, _) = load_dataset(&[full], &[partial], None, Some(&split)).unwrap();
+        let ids: Vec<&str> = data.train.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c", "d"]);
+        assert_eq!(data.partial_relations, [false, false, true, false]);
     }
 
     fn labelled(entity_types: &[&str], relations: Option<&[&str]>) -> Document {

@@ -50,6 +50,16 @@ impl SamplingConfig {
             ..SamplingConfig::default()
         }
     }
+
+    /// For a document whose relation labels are incomplete (DocRED's own training annotations
+    /// miss many true facts): an unlabelled pair may well be related, so none is drawn as a
+    /// relation negative; its labelled pairs still train the relation head.
+    pub fn partial(self) -> Self {
+        SamplingConfig {
+            neg_relations: 0,
+            ..self
+        }
+    }
 }
 
 /// Draws one training sample from a labelled document. Type keys are resolved through
@@ -422,6 +432,20 @@ mod tests {
         );
         assert_eq!(s.rel_pairs.len(), 6);
         assert!(s.rel_labels[8..].iter().all(|&l| l == 0.0));
+    }
+
+    #[test]
+    fn a_partially_labelled_document_gives_its_positives_and_no_relation_negatives() {
+        let full = draw(&small_doc(), &SamplingConfig::default(), 1);
+        let s = draw(&small_doc(), &SamplingConfig::default().partial(), 1);
+        assert_eq!(s.rel_pairs, [(0, 1), (2, 0)]);
+        assert_eq!(s.rel_labels, full.rel_labels[..8]);
+        // The other heads sample as for a fully labelled document.
+        assert_eq!((&s.spans, &s.span_labels), (&full.spans, &full.span_labels));
+        assert_eq!(
+            (&s.coref_pairs, &s.coref_labels),
+            (&full.coref_pairs, &full.coref_labels)
+        );
     }
 
     #[test]

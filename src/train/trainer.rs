@@ -21,12 +21,14 @@ const WARMUP_FRACTION: f64 = 0.1;
 const LOG_EVERY_BATCHES: usize = 50;
 
 /// Settings of the inner loop.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TrainOptions {
     pub batch_size: usize,
     pub seed: u64,
     pub max_grad_norm: f64,
     pub sampling: SamplingConfig,
+    /// Per training document (by index): sampled with [`SamplingConfig::partial`].
+    pub partial_relations: Vec<bool>,
 }
 
 /// Mean losses over the batches of an epoch (or part of one).
@@ -182,15 +184,20 @@ impl<'m> Trainer<'m> {
         epoch: usize,
     ) -> Result<Option<[f64; 5]>> {
         let config = self.model.config();
-        let sampling = &self.options.sampling;
+        let sampling = self.options.sampling;
+        let partial = &self.options.partial_relations;
         let seed = self.options.seed;
         let samples: Vec<DocSample> = batch
             .par_iter()
             .map(|&i| {
+                let sampling = match partial.get(i) {
+                    Some(true) => sampling.partial(),
+                    _ => sampling,
+                };
                 sample_document(
                     &docs[i].doc,
                     config,
-                    sampling,
+                    &sampling,
                     &mut sample_rng(seed, epoch, i),
                 )
             })
