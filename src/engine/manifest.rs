@@ -447,11 +447,7 @@ impl Manifest {
         // object store takes back the parts it wrote there.
         if let Err(lost) = super::lease::verify(&self.out) {
             if self.attempt.is_some() {
-                for (t, parts) in &record.parts {
-                    for p in parts {
-                        store::remove_file(&self.out.join(t).join(&p.file))?;
-                    }
-                }
+                self.remove_written(record.parts.iter().map(|(t, p)| (t.as_str(), p)))?;
             }
             return Err(lost);
         }
@@ -493,7 +489,15 @@ impl Manifest {
         if self.attempt.is_none() {
             return store::remove_dir(&self.staging(&unit.hash));
         }
-        for (t, parts) in TABLES.iter().zip(written) {
+        self.remove_written(TABLES.iter().copied().zip(written))
+    }
+
+    /// Deletes parts this attempt wrote into the tables (object store), by table.
+    fn remove_written<'a>(
+        &self,
+        written: impl IntoIterator<Item = (&'a str, &'a Vec<PartRecord>)>,
+    ) -> Result<()> {
+        for (t, parts) in written {
             for p in parts {
                 store::remove_file(&self.out.join(t).join(&p.file))?;
             }
